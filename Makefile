@@ -1,0 +1,28 @@
+# make install: the environment (.venv), idempotent; make demo: the tiny generalist end to end;
+# make test: the test suite (make test-all adds the slow end-to-end tests).
+PY := .venv/bin/python
+STAMP := .venv/.installed
+DATA := data/shapes_world
+CONFIG := configs/visionllmv2/visionllmv2_tiny_shapes.py
+WORK := work_dirs/visionllmv2_tiny_shapes
+
+.PHONY: install demo test test-all data
+
+install: $(STAMP)
+
+$(STAMP): tools/install.sh setup.cfg requirements/constraints.txt requirements/runtime.txt requirements/tests.txt
+	bash tools/install.sh
+	touch $(STAMP)
+
+data: $(STAMP)
+	@test -f $(DATA)/meta.json || $(PY) tools/data/make_shapes_world.py --out $(DATA) --seed 0
+
+demo: data
+	$(PY) tools/train.py $(CONFIG) --work-dir $(WORK)
+	$(PY) tools/test.py $(CONFIG) $(WORK)/iter_$$($(PY) -c "from mmengine import Config; print(Config.fromfile('$(CONFIG)').train_cfg.max_iters)").pth --work-dir $(WORK) --show-dir show
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow"

@@ -1,0 +1,22 @@
+# The tiny VisionLLM v2: the same classes as the 7B model, built from small configs, so the
+# whole path trains on a CPU. The tokenizer is word-level over ShapesWorld's vocabulary.
+image_size = 128
+model = dict(
+    type='VisionLLMv2',
+    tokenizer=dict(type='ShapesWorldTokenizer'),
+    vision_tower=dict(
+        type='VisionTower',
+        config=dict(type='CLIPVisionConfig', hidden_size=128, intermediate_size=512,
+                    num_hidden_layers=4, num_attention_heads=4, image_size=image_size,
+                    patch_size=16),
+        model_class='CLIPVisionModel',
+        select_layer=-2,
+        frozen=False),  # trained from scratch here; the paper's CLIP is frozen
+    llm=dict(config=dict(type='LlamaConfig', hidden_size=256, intermediate_size=688,
+                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                         max_position_embeddings=512, tie_word_embeddings=True)),
+    super_link=dict(decoders=dict()),
+    template='plain',
+    max_length=512,
+    data_preprocessor=dict(type='VLMDataPreprocessor'),
+    test_cfg=dict(routing='generate', max_new_tokens=32))

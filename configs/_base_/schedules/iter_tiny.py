@@ -1,0 +1,14 @@
+# Iteration-based AdamW with 3% linear warm-up and cosine decay (the paper's schedule shape).
+max_iters = 1500
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+optim_wrapper = dict(type='OptimWrapper',
+                     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.0, betas=(0.9, 0.98)),
+                     clip_grad=dict(max_norm=1.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
+         end=int(0.03 * max_iters)),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=int(0.03 * max_iters), end=max_iters,
+         eta_min_ratio=0.01),
+]

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny model configs (the real classes, small sizes) and a toy plugin."""
+import copy
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
+if FIXTURES not in sys.path:  # lets tests import the test-only plugin like custom_imports does
+    sys.path.insert(0, FIXTURES)
+
+WORDS = ['red', 'blue', 'circle', 'square', 'how', 'many', 'count', 'cat', 'dog']
+
+TINY_MODEL = dict(
+    type='VisionLLMv2',
+    tokenizer=dict(type='WordLevelTokenizer', words=WORDS),
+    vision_tower=dict(type='VisionTower', model_class='CLIPVisionModel', frozen=False,
+                      config=dict(type='CLIPVisionConfig', hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                                  patch_size=8)),
+    llm=dict(config=dict(type='LlamaConfig', hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256)),
+    template='plain',
+    max_length=128)
+
+
+def tiny_model_cfg(decoders=None, **overrides) -> dict:
+    cfg = copy.deepcopy(TINY_MODEL)
+    if decoders is not None:
+        cfg['super_link'] = dict(decoders=decoders)
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture
+def toy_model():
+    import toy_plugin  # noqa: F401  registers ToyDecoder
+    import torch
+    from mmengine.registry import init_default_scope
+    from vlm2.registry import MODELS
+    init_default_scope('vlm2')
+    torch.manual_seed(0)
+    return MODELS.build(tiny_model_cfg(decoders=dict(toy=dict(type='ToyDecoder'))))

@@ -1,0 +1,65 @@
+"""Batched generation: routing tokens at different steps pull in their queries per sample."""
+import torch
+
+from test_super_link import batch, sample
+
+SCRIPTS = [['red', '[TOY]', 'cat', '</s>'],
+           ['dog', 'dog', 'dog', 'red', '[TOY2]', 'blue', '[TOY]', '</s>'],
+           ['how', 'many', '</s>']]
+PROMPTS = ['count', 'how many', 'red']
+
+
+def scripted(model, scripts):
+    """A logits processor that makes each sample emit its script (HF-style)."""
+    ids = [model.tokenizer.convert_tokens_to_ids(s) for s in scripts]
+
+    def process(tokens, logits):
+        forced = torch.full_like(logits, -1e9)
+        for b, done in enumerate(tokens):
+            forced[b, ids[b][min(len(done), len(ids[b]) - 1)]] = 0
+        return logits + forced
+    return process
+
+
+def run(model, indices):
+    decoder = model.super_link.decoders['toy']
+    decoder.seen.clear()
+    samples = [sample(PROMPTS[i], '') for i in indices]
+    for s in samples:
+        s.conversation = s.conversation[:1]
+    with torch.no_grad():
+        out = model.predict(**batch(model, samples),
+                            logits_processor=scripted(model, [SCRIPTS[i] for i in indices]))
+    return out, list(decoder.seen)
+
+
+def test_batched_generation_matches_per_sample_runs(toy_model):
+    toy_model.eval()
+    batched, seen = run(toy_model, [0, 1, 2])
+    assert [s.pred_text for s in batched] == [
+        'red [TOY] cat', 'dog dog dog red [TOY2] blue [TOY]', 'how many']
+    # a phrase name is the text since the previous phrase (or the answer start)
+    assert batched[0].pred_phrases == ['red']
+    assert batched[1].pred_phrases == ['dog dog dog red', 'blue']
+    assert batched[1].toy_names == batched[1].pred_phrases
+    assert 'pred_toy' not in batched[2]  # no routing token, the decoder did not fire
+    assert [len(s) for s in seen] == [1, 2]
+    for b, states in zip([0, 1], seen):
+        single, single_seen = run(toy_model, [b])
+        assert single[0].pred_text == batched[b].pred_text
+        for x, y in zip(states, single_seen[0]):
+            assert x.shape == (3, 64)
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+
+
+def test_generated_states_match_a_teacher_forced_pass(toy_model):
+    """The reference: the finished reply, fed at once with its [EMB] runs (forced routing)."""
+    toy_model.eval()
+    _, seen = run(toy_model, [1])
+    toy_model.test_cfg['routing'] = 'forced'
+    forced = sample(PROMPTS[1], 'dog dog dog red[TOY2] blue[TOY]')
+    with torch.no_grad():
+        out = toy_model.predict(**batch(toy_model, [forced]))
+    assert out[0].toy_names == ['dog dog dog red', 'blue']
+    for x, y in zip(seen[0], toy_model.super_link.decoders['toy'].seen[-1]):
+        torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)

@@ -1,0 +1,94 @@
+"""The MLLM: pretrained folders, image merging, forward modes and truncation."""
+import pytest
+import torch
+from mmengine.registry import init_default_scope
+from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+from conftest import tiny_model_cfg
+from test_super_link import batch, sample
+from vlm2.models.tokenizers import WordLevelTokenizer
+from vlm2.registry import MODELS
+
+
+@pytest.fixture
+def pretrained_folders(tmp_path):
+    """A tiny 'pretrained' LLM + tokenizer and vision tower, written with save_pretrained."""
+    torch.manual_seed(0)
+    tok = WordLevelTokenizer(['red', 'circle', 'how', 'many'])
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64,
+                                       intermediate_size=128, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2))
+    llm.save_pretrained(tmp_path / 'llm')
+    tok.save_pretrained(tmp_path / 'llm')
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=2, image_size=32, patch_size=8)) \
+        .save_pretrained(tmp_path / 'clip')
+    return tmp_path, llm
+
+
+def test_loads_pretrained_folders_and_inits_new_tokens_to_the_mean(pretrained_folders):
+    root, llm = pretrained_folders
+    init_default_scope('vlm2')
+    cfg = tiny_model_cfg(tokenizer=dict(type='PretrainedTokenizer', path=str(root / 'llm')),
+                         llm=dict(pretrained=str(root / 'llm')),
+                         vision_tower=dict(type='VisionTower', pretrained=str(root / 'clip'),
+                                           model_class='CLIPVisionModel'))
+    model = MODELS.build(cfg)
+    old = llm.get_input_embeddings().weight
+    new = model.llm.get_input_embeddings().weight
+    assert new.shape[0] > old.shape[0]  # <im_patch>, [EMB], <region>, ...
+    assert torch.equal(new[:old.shape[0]], old)  # the pretrained rows are kept
+    assert torch.allclose(new[old.shape[0]:], old.mean(0, keepdim=True).expand(
+        new.shape[0] - old.shape[0], -1))
+    assert not any(p.requires_grad for p in model.vision_tower.parameters())  # frozen default
+    model.eval()
+    out = model(**batch(model, [sample('how many', 'red circle', image=True)], image=True),
+                mode='tensor')
+    assert out.shape[-1] == len(model.tokenizer)
+
+
+def test_pretrained_path_must_be_a_local_folder():
+    init_default_scope('vlm2')
+    with pytest.raises(FileNotFoundError, match='model.llm.pretrained.*not a local folder'):
+        MODELS.build(tiny_model_cfg(llm=dict(pretrained='lmsys/vicuna-7b-v1.5'),
+                                    tokenizer=dict(type='WordLevelTokenizer', words=['a'])))
+
+
+def test_image_features_replace_the_image_run(toy_model):
+    toy_model.eval()
+    data = batch(toy_model, [sample('how many', 'two', image=True)], image=True)
+    ids = toy_model.encoder.batch([data['data_samples'][0].conversation], [16], False, ['s'])
+    assert int((ids['input_ids'] == toy_model.encoder.image_id).sum()) == 16  # 4x4 patches
+    with torch.no_grad():
+        _, embeds = toy_model.embed(data['inputs'], data['data_samples'], False)
+        feats = toy_model.projector(toy_model.vision_tower(data['inputs']['pixel_values']))
+    mask = ids['input_ids'][0] == toy_model.encoder.image_id
+    assert torch.allclose(embeds[0, mask], feats[0])
+
+
+def test_image_without_placeholder_fails_naming_the_sample(toy_model):
+    s = sample('how many', 'two')  # no <image> in the text, but an image is given
+    with pytest.raises(ValueError, match="id=how many.*no image|has an image"):
+        toy_model(**batch(toy_model, [s], image=True), mode='loss')
+
+
+def test_too_long_answer_is_cut_before_its_routing_run(toy_model):
+    enc = toy_model.encoder
+    conv = sample('count', 'red red red cat[TOY] dog[TOY]').conversation
+    full, _ = enc.encode(conv, 0)
+    enc.max_length = 12
+    assert len(full) > 12
+    ids, labels = enc.encode(conv, 0)
+    assert len(ids) <= 12 and len(ids) == len(labels)
+    toy = enc.routing_ids['[TOY]']
+    # a routing token in the result always has its complete run of queries
+    for p, i in enumerate(ids):
+        if i == toy:
+            assert ids[p + 1:p + 4] == [enc.emb_id] * 3
+    assert enc.num_truncated >= 1
+
+
+def test_image_run_that_does_not_fit_is_an_error(toy_model):
+    toy_model.encoder.max_length = 10
+    with pytest.raises(ValueError, match='image run does not fit'):
+        toy_model.encoder.encode(sample('how many', 'two', image=True).conversation, 16)

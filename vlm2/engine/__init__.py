@@ -1,0 +1,3 @@
+from .visualization_hook import PredictionPictureHook
+
+__all__ = ['PredictionPictureHook']

@@ -1,0 +1,3 @@
+from .task_metric import TaskMetric
+
+__all__ = ['TaskMetric']

@@ -1,0 +1,85 @@
+"""Batched greedy generation in which routing tokens pull in their super-link queries."""
+import inspect
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+from transformers import DynamicCache
+
+from .super_link import SuperLink
+
+Found = list[tuple[str, Tensor, int]]
+
+
+@torch.no_grad()
+def generate_with_super_link(body: nn.Module,
+                             lm_head: nn.Module,
+                             embed_tokens: nn.Module,
+                             super_link: SuperLink,
+                             inputs_embeds: Tensor,
+                             attention_mask: Tensor,
+                             max_new_tokens: int,
+                             eos_ids: set[int],
+                             pad_id: int,
+                             logits_processor: Optional[Callable[[list[list[int]], Tensor],
+                                                                 Tensor]] = None
+                             ) -> tuple[list[list[int]], list[Found]]:
+    """Greedy decoding with a KV cache, for a left-padded batch.
+
+    When a sample emits a routing token, the token and its decoder's queries are fed in the
+    next step, and the last hidden states at the query positions are kept for the decoder.
+    Samples reach routing tokens at different steps: each step feeds a chunk of the same
+    length to all samples, right-aligned, with the unused front masked out, so positions and
+    attention stay exactly those of a per-sample run.
+
+    Returns, per sample, the generated ids (no ``[EMB]``) and the phrases found as
+    ``(routing token, query states, index of the token in the generated ids)``.
+    """
+    batch = inputs_embeds.shape[0]
+    device = inputs_embeds.device
+    cache = DynamicCache()
+    mask = attention_mask
+    # transformers renamed past_key_values to cache; accept both generations of models
+    cache_arg = 'cache' if 'cache' in inspect.signature(body.forward).parameters \
+        else 'past_key_values'
+
+    def step(embeds: Tensor, chunk_mask: Optional[Tensor] = None) -> Tensor:
+        nonlocal mask
+        if chunk_mask is not None:
+            mask = torch.cat([mask, chunk_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -embeds.shape[1]:]
+        return body(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                    use_cache=True, **{cache_arg: cache}).last_hidden_state
+
+    hidden = step(inputs_embeds)
+    tokens: list[list[int]] = [[] for _ in range(batch)]
+    found: list[Found] = [[] for _ in range(batch)]
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    for _ in range(max_new_tokens):
+        logits = lm_head(hidden[:, -1]).float()
+        if logits_processor is not None:
+            logits = logits_processor(tokens, logits)
+        nxt = torch.where(done, torch.full_like(done, pad_id, dtype=torch.long),
+                          logits.argmax(-1))
+        for b in (~done).nonzero().flatten().tolist():
+            tokens[b].append(int(nxt[b]))
+        done = done | torch.tensor([int(t) in eos_ids for t in nxt], device=device)
+        if done.all():
+            break
+        runs = torch.where(done, 0, super_link.run_length(nxt)) if super_link.decoders \
+            else torch.zeros_like(nxt)
+        width = 1 + int(runs.max())
+        embeds = embed_tokens(nxt)[:, None].expand(-1, width, -1).clone()
+        chunk_mask = torch.zeros(batch, width, dtype=mask.dtype, device=device)
+        for b in range(batch):
+            n = int(runs[b])
+            chunk_mask[b, width - 1 - n:] = 0 if done[b] else 1
+            if n:
+                embeds[b, width - 1 - n] = embeds[b, -1]
+                embeds[b, width - n:] = super_link.query_rows(nxt[b:b + 1])[0].to(embeds.dtype)
+        hidden = step(embeds, chunk_mask)
+        for b in runs.nonzero().flatten().tolist():
+            n = int(runs[b])
+            token = super_link._id_to_token[int(nxt[b])]
+            found[b].append((token, hidden[b, width - n:], len(tokens[b]) - 1))
+    return tokens, found

@@ -1,0 +1,68 @@
+"""Any Hugging Face vision model as the image encoder of the MLLM."""
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from vlm2.registry import MODELS
+from .hf_builders import build_hf_model
+
+
+@MODELS.register_module()
+class VisionTower(nn.Module):
+    """Patch features of a HF vision tower (CLIP, SigLIP, ...), as the paper uses them.
+
+    Features come from ``select_layer`` (paper: the second-to-last) with the CLS token dropped
+    when the tower has one. Built from a local folder (``pretrained``) or a config dict.
+
+    Args:
+        pretrained / config / model_class: see :func:`~vlm2.models.hf_builders.build_hf_model`.
+        select_layer: index into the tower's hidden states.
+        frozen: keep the tower frozen (paper: always); a from-scratch tiny tower trains.
+    """
+
+    def __init__(self,
+                 pretrained: Optional[str] = None,
+                 config: Optional[dict] = None,
+                 model_class: str = 'AutoModel',
+                 select_layer: int = -2,
+                 frozen: bool = True,
+                 torch_dtype: Optional[str] = None) -> None:
+        super().__init__()
+        self.model = build_hf_model('model.vision_tower', pretrained, config, model_class,
+                                    torch_dtype)
+        self.select_layer = select_layer
+        self.frozen = frozen
+        cfg = self.model.config
+        cfg = getattr(cfg, 'vision_config', cfg)
+        self.image_size: int = cfg.image_size
+        self.patch_size: int = cfg.patch_size
+        self.hidden_size: int = cfg.hidden_size
+        if frozen:
+            self.model.requires_grad_(False)
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side of one tile."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        """Feature tokens per tile."""
+        return self.grid_size ** 2
+
+    def train(self, mode: bool = True) -> 'VisionTower':
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()
+        return self
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        """(tiles, 3, H, W) → (tiles, num_patches, hidden)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            out = self.model(pixel_values=pixel_values.to(self.model.dtype),
+                             output_hidden_states=True)
+        feats = out.hidden_states[self.select_layer]
+        if feats.shape[1] == self.num_patches + 1:  # drop CLS
+            feats = feats[:, 1:]
+        return feats

@@ -1,0 +1,249 @@
+"""VisionLLM v2: a multimodal LLM that answers in text and drives decoders via the super link."""
+from collections import OrderedDict
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from torch import Tensor
+
+from vlm2.datasets.conversation import ConversationEncoder
+from vlm2.registry import MODELS, TOKENIZERS
+from vlm2.structures import VLMDataSample
+from .generation import generate_with_super_link
+from .hf_builders import build_hf_model, check_local_folder
+from .projector import MLPProjector
+from .super_link import SuperLink
+
+IMAGE_PATCH_TOKEN = '<im_patch>'
+EMB_TOKEN = '[EMB]'
+PROMPT_TOKENS = ['<image>', '<region>', '<reg>', '</reg>']
+
+
+@MODELS.register_module()
+class VisionLLMv2(BaseModel):
+    """The generalist MLLM (Wu et al., 2024): vision tower → projector → LLM → super link.
+
+    Args:
+        llm: ``dict(pretrained=folder)`` or ``dict(config=dict(type='LlamaConfig', ...))``,
+            built with ``AutoModelForCausalLM``; a config's ``vocab_size`` follows the tokenizer.
+        tokenizer: a ``TOKENIZERS`` config.
+        vision_tower: a :class:`VisionTower` config; None for a text-only model.
+        super_link: ``dict(decoders=dict(name=decoder_cfg, ...))``.
+        template / system: chat template name and system prompt (None: the template's).
+        max_length: maximum tokens per sample.
+        projector_depth: layers of the MLP projector (paper: 2).
+        frozen_modules: attribute paths to freeze (``'llm'``, ``'vision_tower'``, ...).
+        lora: a peft ``LoraConfig`` as a dict; wraps the LLM for stage 2.
+        test_cfg: ``routing='generate'`` (the reply is generated and routing tokens fire as
+            they come) or ``'forced'`` (the answer in the conversation is given and read in one
+            forward pass, as perception benchmarks do); ``max_new_tokens``.
+    """
+
+    def __init__(self,
+                 llm: dict,
+                 tokenizer: dict,
+                 vision_tower: Optional[dict] = None,
+                 super_link: Optional[dict] = None,
+                 template: str = 'vicuna',
+                 system: Optional[str] = None,
+                 max_length: int = 4096,
+                 projector_depth: int = 2,
+                 frozen_modules: Sequence[str] = (),
+                 lora: Optional[dict] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 test_cfg: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor or dict(type='VLMDataPreprocessor'),
+                         init_cfg=init_cfg)
+        self.test_cfg = dict(routing='generate', max_new_tokens=64, **(test_cfg or {}))
+        if self.test_cfg['routing'] not in ('generate', 'forced'):
+            raise ValueError('model.test_cfg.routing must be "generate" or "forced", got '
+                             f'{self.test_cfg["routing"]!r}')
+        self.tokenizer = TOKENIZERS.build(tokenizer)
+        llm_cfg = dict(llm)
+        hidden = self._llm_hidden_size(llm_cfg)
+        self.super_link = SuperLink(decoders=(super_link or {}).get('decoders', {}),
+                                    hidden_size=hidden, emb_token=EMB_TOKEN)
+        self._add_tokens()
+        if 'config' in llm_cfg:
+            llm_cfg['config'] = dict(llm_cfg['config'], vocab_size=len(self.tokenizer))
+        self.llm = build_hf_model('model.llm', **llm_cfg)
+        self._resize_embeddings()
+        self.vision_tower = MODELS.build(vision_tower) if vision_tower else None
+        if self.vision_tower is not None:
+            self.projector = MLPProjector(self.vision_tower.hidden_size, hidden, projector_depth)
+        ids = self.tokenizer.convert_tokens_to_ids
+        self.super_link.bind_token_ids(
+            {t: ids(t) for t in [EMB_TOKEN] + self.super_link.routing_tokens})
+        self.encoder = ConversationEncoder(
+            self.tokenizer, template, max_length,
+            routing={t: self.super_link.num_queries_of(t) for t in self.super_link.routing_tokens},
+            image_token=IMAGE_PATCH_TOKEN, emb_token=EMB_TOKEN, system=system)
+        if lora is not None:
+            from peft import LoraConfig, get_peft_model
+            self.llm = get_peft_model(self.llm, LoraConfig(**lora))
+        for path in frozen_modules:
+            module = self.get_submodule(path) if path else None
+            if module is None:
+                raise KeyError(f'model.frozen_modules: no submodule {path!r}')
+            module.requires_grad_(False)
+
+    # ---- construction helpers -------------------------------------------------------------
+    @staticmethod
+    def _llm_hidden_size(llm_cfg: dict) -> int:
+        if 'config' in llm_cfg:
+            return llm_cfg['config']['hidden_size']
+        from transformers import AutoConfig
+        check_local_folder(llm_cfg['pretrained'], 'model.llm.pretrained')
+        return AutoConfig.from_pretrained(llm_cfg['pretrained'],
+                                          local_files_only=True).get_text_config().hidden_size
+
+    def _add_tokens(self) -> None:
+        tok = self.tokenizer
+        if tok.pad_token is None:
+            tok.pad_token = tok.unk_token or tok.eos_token
+        new = [IMAGE_PATCH_TOKEN, EMB_TOKEN, *PROMPT_TOKENS, *self.super_link.routing_tokens]
+        tok.add_tokens([t for t in new if t not in tok.get_vocab()], special_tokens=True)
+
+    def _resize_embeddings(self) -> None:
+        """Grow the embeddings to the tokenizer; new rows start at the mean of the old ones."""
+        old = self.llm.get_input_embeddings().weight.shape[0]
+        if len(self.tokenizer) <= old:
+            return
+        self.llm.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            for emb in (self.llm.get_input_embeddings(), self.llm.get_output_embeddings()):
+                if emb is not None and emb.weight.shape[0] > old:
+                    emb.weight[old:] = emb.weight[:old].mean(0, keepdim=True)
+
+    def _lm(self):
+        """The causal LM under a possible peft wrapper."""
+        return self.llm.get_base_model() if hasattr(self.llm, 'get_base_model') else self.llm
+
+    # ---- the forward pieces -----------------------------------------------------------------
+    def _where(self, sample: VLMDataSample) -> str:
+        meta = sample.metainfo
+        return f'{meta.get("ann_file", "sample")} id={meta.get("sample_id", "?")}'
+
+    def _num_image_tokens(self, num_tiles: list[int]) -> list[int]:
+        per_tile = self.vision_tower.num_patches if self.vision_tower is not None else 0
+        return [n * per_tile for n in num_tiles]
+
+    def embed(self, inputs: dict, data_samples: list[VLMDataSample],
+              for_generation: bool) -> tuple[dict, Tensor]:
+        """Token ids (and labels) of the batch, and their input embeddings with the image
+        features and super-link queries merged in."""
+        device = self.llm.device
+        num_tiles = inputs.get('num_tiles') or [0] * len(data_samples)
+        batch = self.encoder.batch([s.conversation for s in data_samples],
+                                   self._num_image_tokens(num_tiles), for_generation,
+                                   [self._where(s) for s in data_samples], device)
+        ids = batch['input_ids']
+        embeds = self._lm().get_input_embeddings()(ids)
+        pixel_values = inputs.get('pixel_values')
+        if pixel_values is not None:
+            if self.vision_tower is None:
+                raise ValueError('the batch has images but the model has no vision_tower')
+            feats = self.projector(self.vision_tower(pixel_values)).reshape(-1, embeds.shape[-1])
+            mask = ids == self.encoder.image_id
+            embeds = embeds.masked_scatter(mask[..., None], feats.to(embeds.dtype))
+        elif self.training and self.vision_tower is not None:
+            embeds = embeds + self._zero_vision_term()
+        return batch, self.super_link.embed_queries(ids, embeds)
+
+    def _zero_vision_term(self) -> Tensor:
+        """Keeps the vision side in the graph at zero weight on image-free batches (DDP)."""
+        params = [p for m in (self.vision_tower, self.projector) for p in m.parameters()
+                  if p.requires_grad]
+        return sum(p.sum() for p in params) * 0.0 if params else 0.0
+
+    def _hidden(self, embeds: Tensor, attention_mask: Tensor) -> Tensor:
+        return self._lm().get_decoder()(inputs_embeds=embeds,
+                                        attention_mask=attention_mask).last_hidden_state
+
+    # ---- BaseModel modes ----------------------------------------------------------------
+    def forward(self, inputs: dict, data_samples: Optional[list] = None, mode: str = 'tensor'):
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        if mode == 'tensor':
+            return self._forward(inputs, data_samples)
+        raise RuntimeError(f'Invalid mode "{mode}". Only supports loss, predict and tensor mode')
+
+    def _forward(self, inputs: dict, data_samples: list[VLMDataSample]) -> Tensor:
+        """Logits over the whole (teacher-forced) sequences."""
+        batch, embeds = self.embed(inputs, data_samples, for_generation=False)
+        return self._lm().get_output_embeddings()(self._hidden(embeds, batch['attention_mask']))
+
+    def loss(self, inputs: dict, data_samples: list[VLMDataSample]) -> dict[str, Tensor]:
+        """LM loss on answer tokens (routing tokens included, ``[EMB]`` excluded) plus the
+        losses of the decoders the batch routes to; nothing is detached."""
+        batch, embeds = self.embed(inputs, data_samples, for_generation=False)
+        hidden = self._hidden(embeds, batch['attention_mask'])
+        labels = batch['labels'][:, 1:]
+        supervised = labels != -100
+        logits = self._lm().get_output_embeddings()(hidden[:, :-1][supervised])
+        loss_lm = F.cross_entropy(logits.float(), labels[supervised]) if supervised.any() \
+            else logits.sum() * 0.0
+        return dict(loss_lm=loss_lm, **self.super_link.loss(hidden, batch['input_ids'],
+                                                            data_samples))
+
+    def predict(self, inputs: dict, data_samples: list[VLMDataSample],
+                logits_processor: Optional[Callable] = None) -> list[VLMDataSample]:
+        """Reply to each sample and let the decoders that fired fill their predictions."""
+        if self.test_cfg['routing'] == 'forced':
+            batch, embeds = self.embed(inputs, data_samples, for_generation=False)
+            hidden = self._hidden(embeds, batch['attention_mask'])
+            found = self.super_link.gather(hidden, batch['input_ids'])
+            answers, names = [], []
+            for ids, labels, phrases in zip(batch['input_ids'].tolist(),
+                                            batch['labels'].tolist(), found):
+                answers.append([i for i, lab in zip(ids, labels) if lab != -100])
+                names.append(self._phrase_names(ids, [p for _, _, p in phrases],
+                                                stop=lambda j, lab=labels: lab[j] == -100))
+        else:
+            batch, embeds = self.embed(inputs, data_samples, for_generation=True)
+            eos = {self.tokenizer.eos_token_id}
+            eos |= set(self.tokenizer.convert_tokens_to_ids(list(self.encoder.template.stop_words)))
+            answers, found = generate_with_super_link(
+                self._lm().get_decoder(), self._lm().get_output_embeddings(),
+                self._lm().get_input_embeddings(), self.super_link, embeds,
+                batch['attention_mask'], self.test_cfg['max_new_tokens'], eos,
+                self.encoder.pad_id, logits_processor)
+            names = [self._phrase_names(a, [p for _, _, p in f]) for a, f in zip(answers, found)]
+        for sample, ids, phrase_names in zip(data_samples, answers, names):
+            sample.pred_text = self._decode(ids)
+            sample.pred_phrases = phrase_names
+        self.super_link.predict(self.super_link.route(found, names), data_samples)
+        return data_samples
+
+    def parse_losses(self, losses: dict) -> tuple[Tensor, dict]:
+        """MMEngine's sum of the losses; the logged values are averaged over ranks (as mmdet
+        2.x did), so every rank logs the loss of the global batch."""
+        loss, log_vars = super().parse_losses(losses)
+        if dist.is_available() and dist.is_initialized() and log_vars:
+            values = torch.stack([v.detach().float() for v in log_vars.values()])
+            dist.all_reduce(values.div_(dist.get_world_size()))
+            log_vars = OrderedDict(zip(log_vars, values))
+        return loss, log_vars
+
+    # ---- text helpers ------------------------------------------------------------------
+    def _decode(self, ids: list[int]) -> str:
+        stop = {self.tokenizer.eos_token_id, self.encoder.pad_id}
+        return self.tokenizer.decode([i for i in ids if i not in stop],
+                                     skip_special_tokens=False).strip()
+
+    def _phrase_names(self, ids: list[int], positions: list[int],
+                      stop: Callable[[int], bool] = lambda j: False) -> list[str]:
+        """The text before each routing token, back to the previous phrase or to ``stop``."""
+        names = []
+        for p in positions:
+            j = p
+            while j > 0 and not stop(j - 1) and ids[j - 1] != self.encoder.emb_id \
+                    and ids[j - 1] not in self.encoder.routing_ids.values():
+                j -= 1
+            names.append(self._decode(ids[j:p]).strip(' ,;:.\n'))
+        return names

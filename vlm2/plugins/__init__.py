@@ -1,0 +1,1 @@
+"""The paper's tasks, one folder each; reached through ``custom_imports``, never imported by the core."""
