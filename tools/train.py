@@ -38,14 +38,14 @@ def main() -> None:
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        if not torch.cuda.is_available():
-            cfg.optim_wrapper.setdefault('dtype', 'bfloat16')  # CPU autocast is bf16
+    if not torch.cuda.is_available():
+        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+        if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':  # it refuses to run on a CPU
+            cfg.optim_wrapper.type = 'BF16AutocastOptimWrapper'
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    if not torch.cuda.is_available():
-        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
     Runner.from_cfg(cfg).train()
 
 

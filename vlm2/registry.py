@@ -12,6 +12,7 @@ from mmengine.registry import LOOPS as MMENGINE_LOOPS
 from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import Registry
@@ -26,6 +27,8 @@ HOOKS = Registry('hook', parent=MMENGINE_HOOKS, locations=['vlm2.engine'])
 LOOPS = Registry('loop', parent=MMENGINE_LOOPS)
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS)
+OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS,
+                          locations=['vlm2.engine'])
 VISUALIZERS = Registry('visualizer', parent=MMENGINE_VISUALIZERS)
 # Tokenizer builders (functions): a pretrained folder, or a word-level vocabulary built in code.
 TOKENIZERS = Registry('tokenizer', locations=['vlm2.models'])

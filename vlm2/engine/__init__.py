@@ -1,3 +1,4 @@
+from .optim_wrapper import BF16AutocastOptimWrapper
 from .visualization_hook import PredictionPictureHook
 
-__all__ = ['PredictionPictureHook']
+__all__ = ['BF16AutocastOptimWrapper', 'PredictionPictureHook']

@@ -57,7 +57,7 @@ class VisionLLMv2(BaseModel):
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor or dict(type='VLMDataPreprocessor'),
                          init_cfg=init_cfg)
-        self.test_cfg = dict(routing='generate', max_new_tokens=64, **(test_cfg or {}))
+        self.test_cfg = {'routing': 'generate', 'max_new_tokens': 64, **(test_cfg or {})}
         if self.test_cfg['routing'] not in ('generate', 'forced'):
             raise ValueError('model.test_cfg.routing must be "generate" or "forced", got '
                              f'{self.test_cfg["routing"]!r}')
