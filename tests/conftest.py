@@ -43,3 +43,26 @@ def toy_model():
     init_default_scope('vlm2')
     torch.manual_seed(0)
     return MODELS.build(tiny_model_cfg(decoders=dict(toy=dict(type='ToyDecoder'))))
+
+
+def save_tiny_pretrained(root, words=('red', 'circle', 'how', 'many'), image_size=32,
+                         patch_size=8):
+    """Write a tiny 'pretrained' LLM + tokenizer and a CLIP vision tower with save_pretrained.
+
+    Returns the LLM object, so tests can compare with what the model loaded.
+    """
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+    from vlm2.models.tokenizers import WordLevelTokenizer
+    torch.manual_seed(0)
+    tok = WordLevelTokenizer(list(words))
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64,
+                                       intermediate_size=128, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2))
+    llm.save_pretrained(os.path.join(root, 'llm'))
+    tok.save_pretrained(os.path.join(root, 'llm'))
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=2, image_size=image_size,
+                                     patch_size=patch_size)).save_pretrained(
+        os.path.join(root, 'clip'))
+    return llm

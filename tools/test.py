@@ -3,11 +3,10 @@ import argparse
 import os
 import os.path as osp
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from vlm2.utils import allow_project_imports
+from vlm2.utils import adapt_to_cpu, allow_project_imports
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,8 +40,7 @@ def main() -> None:
     if args.show_dir:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='PredictionPictureHook', show_dir=args.show_dir)]
-    if not torch.cuda.is_available():
-        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    adapt_to_cpu(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     if args.out:
         runner.test_evaluator.metrics.append(

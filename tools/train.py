@@ -3,11 +3,10 @@ import argparse
 import os
 import os.path as osp
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from vlm2.utils import allow_project_imports
+from vlm2.utils import adapt_to_cpu, allow_project_imports
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,10 +37,7 @@ def main() -> None:
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    if not torch.cuda.is_available():
-        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
-        if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':  # it refuses to run on a CPU
-            cfg.optim_wrapper.type = 'BF16AutocastOptimWrapper'
+    adapt_to_cpu(cfg, args.launcher)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:

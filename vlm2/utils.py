@@ -9,3 +9,26 @@ def allow_project_imports() -> None:
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def adapt_to_cpu(cfg, launcher: str) -> None:
+    """Make a GPU-minded config run on a machine without CUDA.
+
+    - Distributed runs use gloo; the process group is started here because MMEngine's
+      ``init_dist`` calls ``torch.cuda.set_device`` unconditionally.
+    - DDP gets no ``device_ids`` (MMEngine passes the local rank, which CPU modules reject).
+    - ``AmpOptimWrapper`` (which refuses CPUs) becomes bf16 autocast.
+    """
+    import torch
+    if torch.cuda.is_available():
+        return
+    cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if cfg.get('optim_wrapper', {}).get('type') == 'AmpOptimWrapper':
+        cfg.optim_wrapper.type = 'BF16AutocastOptimWrapper'
+    if launcher != 'none' and cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+                                     broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get('find_unused_parameters',
+                                                                    False))
+    if launcher == 'pytorch' and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group('gloo')

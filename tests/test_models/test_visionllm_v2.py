@@ -2,28 +2,15 @@
 import pytest
 import torch
 from mmengine.registry import init_default_scope
-from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-from conftest import tiny_model_cfg
+from conftest import save_tiny_pretrained, tiny_model_cfg
 from test_super_link import batch, sample
-from vlm2.models.tokenizers import WordLevelTokenizer
 from vlm2.registry import MODELS
 
 
 @pytest.fixture
 def pretrained_folders(tmp_path):
-    """A tiny 'pretrained' LLM + tokenizer and vision tower, written with save_pretrained."""
-    torch.manual_seed(0)
-    tok = WordLevelTokenizer(['red', 'circle', 'how', 'many'])
-    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64,
-                                       intermediate_size=128, num_hidden_layers=2,
-                                       num_attention_heads=4, num_key_value_heads=2))
-    llm.save_pretrained(tmp_path / 'llm')
-    tok.save_pretrained(tmp_path / 'llm')
-    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                     num_attention_heads=2, image_size=32, patch_size=8)) \
-        .save_pretrained(tmp_path / 'clip')
-    return tmp_path, llm
+    return tmp_path, save_tiny_pretrained(str(tmp_path))
 
 
 def test_loads_pretrained_folders_and_inits_new_tokens_to_the_mean(pretrained_folders):
@@ -92,3 +79,15 @@ def test_image_run_that_does_not_fit_is_an_error(toy_model):
     toy_model.encoder.max_length = 10
     with pytest.raises(ValueError, match='image run does not fit'):
         toy_model.encoder.encode(sample('how many', 'two', image=True).conversation, 16)
+
+
+def test_trainable_tower_freezes_what_the_selected_layer_does_not_reach():
+    from vlm2.models import VisionTower
+    tower = VisionTower(model_class='CLIPVisionModel', frozen=False, select_layer=-2,
+                        config=dict(type='CLIPVisionConfig', hidden_size=32,
+                                    intermediate_size=64, num_hidden_layers=3,
+                                    num_attention_heads=2, image_size=32, patch_size=8))
+    trainable = {n for n, p in tower.named_parameters() if p.requires_grad}
+    assert any('layers.1.' in n for n in trainable)  # feeds hidden_states[-2]
+    assert not any('layers.2.' in n or 'post_layernorm' in n for n in trainable)
+    assert tower(torch.zeros(2, 3, 32, 32)).shape == (2, 16, 32)  # CLS dropped

@@ -2,6 +2,7 @@
 from typing import Optional
 
 import torch
+from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from vlm2.registry import MODELS
@@ -40,6 +41,26 @@ class VisionTower(nn.Module):
         self.hidden_size: int = cfg.hidden_size
         if frozen:
             self.model.requires_grad_(False)
+        else:
+            self._freeze_unreached(getattr(cfg, 'num_channels', 3))
+
+    def _freeze_unreached(self, channels: int) -> None:
+        """Freeze the parameters the selected features do not depend on (layers after
+        ``select_layer``, pooling heads): they would get no gradient, which distributed
+        training rejects."""
+        with torch.enable_grad():
+            self.forward(torch.zeros(1, channels, self.image_size, self.image_size)).sum().backward()
+        unreached = [n for n, p in self.model.named_parameters()
+                     if p.requires_grad and p.grad is None]
+        for p in self.model.parameters():
+            p.grad = None
+        for name, p in self.model.named_parameters():
+            if name in unreached:
+                p.requires_grad_(False)
+        if unreached:
+            print_log(f'VisionTower: {len(unreached)} parameter tensors do not reach layer '
+                      f'{self.select_layer} and stay frozen (e.g. {unreached[0]})',
+                      logger='current')
 
     @property
     def grid_size(self) -> int:

@@ -206,8 +206,9 @@ class VisionLLMv2(BaseModel):
                                                 stop=lambda j, lab=labels: lab[j] == -100))
         else:
             batch, embeds = self.embed(inputs, data_samples, for_generation=True)
-            eos = {self.tokenizer.eos_token_id}
-            eos |= set(self.tokenizer.convert_tokens_to_ids(list(self.encoder.template.stop_words)))
+            eos = {self.tokenizer.eos_token_id} | {
+                i for i in self.tokenizer.convert_tokens_to_ids(
+                    list(self.encoder.template.stop_words)) if i != self.tokenizer.unk_token_id}
             answers, found = generate_with_super_link(
                 self._lm().get_decoder(), self._lm().get_output_embeddings(),
                 self._lm().get_input_embeddings(), self.super_link, embeds,
