@@ -91,3 +91,23 @@ def test_trainable_tower_freezes_what_the_selected_layer_does_not_reach():
     assert any('layers.1.' in n for n in trainable)  # feeds hidden_states[-2]
     assert not any('layers.2.' in n or 'post_layernorm' in n for n in trainable)
     assert tower(torch.zeros(2, 3, 32, 32)).shape == (2, 16, 32)  # CLS dropped
+
+
+def test_lora_stage2_trains_adapters_and_the_decoder_path():
+    """Stage 2: the LLM through LoRA (r, alpha from the paper's recipe, scaled down)."""
+    import toy_plugin  # noqa: F401
+    init_default_scope('vlm2')
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_model_cfg(
+        decoders=dict(toy=dict(type='ToyDecoder')),
+        lora=dict(r=4, lora_alpha=8, target_modules=['q_proj', 'v_proj'])))
+    model.train()
+    losses = model(**batch(model, [sample('count', 'red circle[TOY]', [1.0])]), mode='loss')
+    sum(losses.values()).backward()
+    named = dict(model.llm.named_parameters())
+    lora = [p for n, p in named.items() if 'lora_' in n]
+    assert lora and all(p.requires_grad for p in lora)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+    base = [p for n, p in named.items() if 'lora_' not in n]
+    assert base and not any(p.requires_grad for p in base)  # the LLM itself is frozen
+    assert model.super_link.queries['toy'].weight.grad.abs().sum() > 0

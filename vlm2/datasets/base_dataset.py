@@ -46,4 +46,9 @@ class VLMBaseDataset(BaseDataset):
             where = f'{self.ann_file} sample {info.get("sample_id", idx)}'
             if where in str(e):
                 raise
-            raise type(e)(f'{where} (image {info.get("img_path")}): {e}') from e
+            message = f'{where} (image {info.get("img_path")}): {e}'
+            try:
+                wrapped = type(e)(message)
+            except Exception:  # exception types whose constructor takes other arguments
+                wrapped = RuntimeError(message)
+            raise wrapped from e

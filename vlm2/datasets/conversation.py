@@ -39,6 +39,7 @@ class ConversationEncoder:
                  image_token: str = '<im_patch>',
                  emb_token: str = '[EMB]',
                  image_placeholder: str = '<image>',
+                 region_token: str = '<region>',
                  system: Optional[str] = None) -> None:
         self.tokenizer = tokenizer
         self.template = get_template(template) if isinstance(template, str) else template
@@ -48,6 +49,7 @@ class ConversationEncoder:
         self.system = self.template.default_system if system is None else system
         ids = tokenizer.convert_tokens_to_ids
         self.image_id = ids(image_token)
+        self.region_id = ids(region_token)
         self.emb_id = ids(emb_token)
         self.routing_ids = {t: ids(t) for t in self.routing}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \

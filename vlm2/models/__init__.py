@@ -1,10 +1,11 @@
 from .base_decoder import BaseTaskDecoder
 from .data_preprocessor import VLMDataPreprocessor
 from .projector import MLPProjector
+from .region_encoder import RegionEncoder
 from .super_link import SuperLink
 from .tokenizers import PretrainedTokenizer, ShapesWorldTokenizer, WordLevelTokenizer
 from .vision_tower import VisionTower
 from .visionllm_v2 import VisionLLMv2
 
-__all__ = ['BaseTaskDecoder', 'VLMDataPreprocessor', 'MLPProjector', 'SuperLink',
+__all__ = ['BaseTaskDecoder', 'VLMDataPreprocessor', 'MLPProjector', 'RegionEncoder', 'SuperLink',
            'PretrainedTokenizer', 'ShapesWorldTokenizer', 'WordLevelTokenizer', 'VisionTower', 'VisionLLMv2']

@@ -17,7 +17,7 @@ question short word single phrase caption draw generate edit make with without f
 chat between curious user artificial intelligence assistant gives helpful detailed polite
 answers user's questions system yes no not none one two three four five six seven eight nine
 ten 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 . , ? ! : ; ' " ( ) - / _ < > [ ]
-""".split())
+""".split()) + tuple(f'region{i}' for i in range(1, 21))
 
 
 @TOKENIZERS.register_module()

@@ -78,12 +78,14 @@ class VisionTower(nn.Module):
             self.model.eval()
         return self
 
-    def forward(self, pixel_values: Tensor) -> Tensor:
-        """(tiles, 3, H, W) → (tiles, num_patches, hidden)."""
+    def hidden_states(self, pixel_values: Tensor) -> tuple[Tensor, ...]:
+        """Every layer's patch features, (tiles, num_patches, hidden) each, CLS dropped."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             out = self.model(pixel_values=pixel_values.to(self.model.dtype),
                              output_hidden_states=True)
-        feats = out.hidden_states[self.select_layer]
-        if feats.shape[1] == self.num_patches + 1:  # drop CLS
-            feats = feats[:, 1:]
-        return feats
+        return tuple(h[:, 1:] if h.shape[1] == self.num_patches + 1 else h
+                     for h in out.hidden_states)
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        """(tiles, 3, H, W) → (tiles, num_patches, hidden) of ``select_layer``."""
+        return self.hidden_states(pixel_values)[self.select_layer]

@@ -30,6 +30,8 @@ class VisionLLMv2(BaseModel):
             built with ``AutoModelForCausalLM``; a config's ``vocab_size`` follows the tokenizer.
         tokenizer: a ``TOKENIZERS`` config.
         vision_tower: a :class:`VisionTower` config; None for a text-only model.
+        region_encoder: a :class:`RegionEncoder` config (widths and patch size are filled in
+            from the tower and the LLM); None for a model without visual prompts.
         super_link: ``dict(decoders=dict(name=decoder_cfg, ...))``.
         template / system: chat template name and system prompt (None: the template's).
         max_length: maximum tokens per sample.
@@ -45,6 +47,7 @@ class VisionLLMv2(BaseModel):
                  llm: dict,
                  tokenizer: dict,
                  vision_tower: Optional[dict] = None,
+                 region_encoder: Optional[dict] = None,
                  super_link: Optional[dict] = None,
                  template: str = 'vicuna',
                  system: Optional[str] = None,
@@ -74,6 +77,14 @@ class VisionLLMv2(BaseModel):
         self.vision_tower = MODELS.build(vision_tower) if vision_tower else None
         if self.vision_tower is not None:
             self.projector = MLPProjector(self.vision_tower.hidden_size, hidden, projector_depth)
+        self.region_encoder = None
+        if region_encoder is not None:
+            if self.vision_tower is None:
+                raise ValueError('model.region_encoder needs a model.vision_tower')
+            self.region_encoder = MODELS.build(
+                dict(type='RegionEncoder', **region_encoder),
+                default_args=dict(vision_width=self.vision_tower.hidden_size, llm_width=hidden,
+                                  patch_size=self.vision_tower.patch_size))
         ids = self.tokenizer.convert_tokens_to_ids
         self.super_link.bind_token_ids(
             {t: ids(t) for t in [EMB_TOKEN] + self.super_link.routing_tokens})
@@ -146,18 +157,52 @@ class VisionLLMv2(BaseModel):
         if pixel_values is not None:
             if self.vision_tower is None:
                 raise ValueError('the batch has images but the model has no vision_tower')
-            feats = self.projector(self.vision_tower(pixel_values)).reshape(-1, embeds.shape[-1])
+            layers = self.vision_tower.hidden_states(pixel_values)
+            feats = self.projector(layers[self.vision_tower.select_layer])
             mask = ids == self.encoder.image_id
-            embeds = embeds.masked_scatter(mask[..., None], feats.to(embeds.dtype))
+            embeds = embeds.masked_scatter(mask[..., None],
+                                           feats.reshape(-1, embeds.shape[-1]).to(embeds.dtype))
+            if self.region_encoder is not None:
+                embeds = self._merge_regions(ids, embeds, pixel_values, layers, num_tiles,
+                                             data_samples)
         elif self.training and self.vision_tower is not None:
-            embeds = embeds + self._zero_vision_term()
+            embeds = embeds + self._zero_term(self.vision_tower, self.projector,
+                                              self.region_encoder)
         return batch, self.super_link.embed_queries(ids, embeds)
 
-    def _zero_vision_term(self) -> Tensor:
-        """Keeps the vision side in the graph at zero weight on image-free batches (DDP)."""
-        params = [p for m in (self.vision_tower, self.projector) for p in m.parameters()
-                  if p.requires_grad]
+    @staticmethod
+    def _zero_term(*modules) -> Tensor:
+        """Keeps modules in the graph at zero weight when a batch does not use them (DDP)."""
+        params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
         return sum(p.sum() for p in params) * 0.0 if params else 0.0
+
+    def _merge_regions(self, ids: Tensor, embeds: Tensor, pixel_values: Tensor,
+                       layers: tuple, num_tiles: list[int],
+                       data_samples: list[VLMDataSample]) -> Tensor:
+        """Replace each ``<region>`` token with the embedding of the sample's next region.
+
+        Regions (``region_masks``: (R, S, S)) are drawn on a sample's global tile, the last
+        one (the thumbnail, or the only tile).
+        """
+        region_id = self.encoder.region_id
+        last_tile = torch.tensor(num_tiles, device=ids.device).cumsum(0) - 1
+        tiles, masks = [], []
+        for b, sample in enumerate(data_samples):
+            m = sample.get('region_masks')
+            n = 0 if m is None else len(m)
+            found = int((ids[b] == region_id).sum())
+            if found != n:
+                raise ValueError(f'{self._where(sample)}: {n} region mask(s) but {found} '
+                                 f'<region> token(s) in the conversation')
+            if n:
+                tiles += [int(last_tile[b])] * n
+                masks.append(m.to(pixel_values.device))
+        if not masks:
+            return embeds + self._zero_term(self.region_encoder) if self.training else embeds
+        index = torch.tensor(tiles, device=ids.device)
+        regions = self.region_encoder(pixel_values[index], torch.cat(masks),
+                                      [h[index] for h in layers])
+        return embeds.masked_scatter((ids == region_id)[..., None], regions.to(embeds.dtype))
 
     def _hidden(self, embeds: Tensor, attention_mask: Tensor) -> Tensor:
         return self._lm().get_decoder()(inputs_embeds=embeds,
