@@ -4,8 +4,12 @@ from .conversation import ConversationEncoder
 from .llava_dataset import LLaVADataset, load_json_records
 from .mixed_dataset import MixedDataset
 from .task_batch_sampler import TaskBatchSampler
-from .transforms import DynamicTiles, LoadImageIfAny, PackVLMInputs
+from .transforms import (DynamicTiles, LoadImageIfAny, PackVLMInputs, VisualPromptMasks,
+                         segmentation_to_mask)
+from .visual_prompts import PROMPT_KINDS, box_prompt, random_prompt, sample_prompt
 
 __all__ = ['VLMBaseDataset', 'TEMPLATES', 'ChatTemplate', 'get_template',
            'ConversationEncoder', 'LLaVADataset', 'load_json_records', 'MixedDataset',
-           'TaskBatchSampler', 'DynamicTiles', 'LoadImageIfAny', 'PackVLMInputs']
+           'TaskBatchSampler', 'DynamicTiles', 'LoadImageIfAny', 'PackVLMInputs',
+           'VisualPromptMasks', 'segmentation_to_mask', 'PROMPT_KINDS', 'box_prompt',
+           'random_prompt', 'sample_prompt']

@@ -1,6 +1,8 @@
 """Image and packing transforms of the MLLM's own input (decoders bring their own)."""
+import zlib
 from typing import Optional, Sequence
 
+import cv2
 import mmcv
 import numpy as np
 import torch
@@ -8,6 +10,7 @@ from mmcv.transforms import BaseTransform, LoadImageFromFile
 
 from vlm2.registry import TRANSFORMS
 from vlm2.structures import VLMDataSample
+from .visual_prompts import PROMPT_KINDS, box_prompt, sample_prompt
 
 
 @TRANSFORMS.register_module()
@@ -90,3 +93,75 @@ class PackVLMInputs(BaseTransform):
             if key in results:
                 sample.set_field(results[key], key)
         return dict(inputs=inputs, data_samples=sample)
+
+
+@TRANSFORMS.register_module()
+class VisualPromptMasks(BaseTransform):
+    """Turns the regions of a sample into prompt masks on its global tile.
+
+    Reads ``regions``: a list of dicts, each with ``segmentation`` (COCO polygons or RLE) or
+    ``bbox`` (x, y, w, h), plus ``height``/``width`` of the image; writes ``region_masks``
+    (uint8 tensor (R, S, S)) and ``prompt_kinds``. A region with a mask gets a prompt of a
+    kind drawn uniformly from ``kinds`` (training, from NumPy's per-worker seeded generator)
+    or of ``kind`` (evaluation, seeded by the sample id); a region with only a box gets a
+    box prompt. The masks follow the thumbnail: the whole image resized to S×S.
+
+    Args:
+        tile_size: the vision tower's input size S.
+        kinds: prompt kinds to draw from in training.
+        kind: a fixed kind (evaluation per prompt type); None draws.
+    """
+
+    def __init__(self, tile_size: int, kinds: Sequence[str] = PROMPT_KINDS,
+                 kind: Optional[str] = None) -> None:
+        for k in [*kinds, *([kind] if kind else [])]:
+            if k not in PROMPT_KINDS:
+                raise ValueError(f'VisualPromptMasks: unknown prompt kind {k!r}; '
+                                 f'known: {PROMPT_KINDS}')
+        self.tile_size = tile_size
+        self.kinds = tuple(kinds)
+        self.kind = kind
+
+    def transform(self, results: dict) -> dict:
+        h, w = results['height'], results['width']
+        sid = str(results.get('sample_id', ''))
+        rng = np.random.default_rng(zlib.crc32(sid.encode())) if self.kind \
+            else np.random.default_rng(np.random.randint(2 ** 31))
+        masks, kinds = [], []
+        for region in results['regions']:
+            where = f'{results.get("ann_file", "")} sample {sid} annotation ' \
+                    f'{region.get("id", "?")}'
+            if region.get('segmentation') is not None:
+                mask = segmentation_to_mask(region['segmentation'], h, w, where)
+                kind = self.kind or self.kinds[rng.integers(len(self.kinds))]
+                prompt = sample_prompt(mask, kind, rng, where)
+            else:
+                x, y, bw, bh = region['bbox']
+                kind, prompt = 'box', box_prompt((x, y, x + bw, y + bh), (h, w), where)
+            s = self.tile_size
+            small = cv2.resize(prompt.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA)
+            masks.append(small > 0)
+            kinds.append(kind)
+        results['region_masks'] = torch.from_numpy(np.stack(masks).astype(np.uint8)) if masks \
+            else torch.zeros((0, self.tile_size, self.tile_size), dtype=torch.uint8)
+        results['prompt_kinds'] = kinds
+        return results
+
+
+def segmentation_to_mask(segm, height: int, width: int, where: str) -> np.ndarray:
+    """A COCO segmentation (polygons, RLE or uncompressed RLE) as an (H, W) uint8 mask."""
+    from pycocotools import mask as mask_utils
+    try:
+        if isinstance(segm, list):
+            rles = mask_utils.frPyObjects(segm, height, width)
+            rle = mask_utils.merge(rles)
+        elif isinstance(segm.get('counts'), list):
+            rle = mask_utils.frPyObjects(segm, height, width)
+        else:
+            rle = segm
+        mask = mask_utils.decode(rle)
+    except Exception as e:
+        raise ValueError(f'{where}: cannot decode its segmentation ({e})') from e
+    if not mask.any():
+        raise ValueError(f'{where}: its segmentation is empty')
+    return mask
