@@ -60,7 +60,7 @@ def main() -> None:
         opt_llava.step(), opt_llava.zero_grad()
         t2 = time.perf_counter()
         if step == 0:
-            max_diff = abs(float(loss_ours) - float(loss_llava))
+            max_diff = abs(float(loss_ours.detach()) - float(loss_llava.detach()))
         if step >= args.warmup:
             times['vlm2'] += t1 - t0
             times['llava'] += t2 - t1
