@@ -18,6 +18,8 @@ def build_pair(config: str = CONFIG):
     init_default_scope('vlm2')
     torch.manual_seed(0)
     cfg = Config.fromfile(config)
+    # transformers' Llava has no pixel shuffle: both models see every patch as a token
+    cfg.model.vision_tower.pixel_shuffle = 1
     ours = MODELS.build(cfg.model).eval()
     ours.cfg = cfg
     tower = ours.vision_tower.model.config

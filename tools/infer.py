@@ -15,7 +15,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('--img', nargs='+', required=True,
-                        help='image path(s); one per prompt, or one for all prompts')
+                        help='image path(s); one per prompt, or one for all prompts; "none" '
+                             'for a text-only prompt (e.g. text-to-image)')
     parser.add_argument('--prompt', nargs='+', required=True, help='prompt(s)')
     parser.add_argument('--out-dir', default='outputs/infer')
     parser.add_argument('--batch-size', type=int, default=8)
@@ -27,6 +28,7 @@ def main() -> None:
     args = parse_args()
     allow_project_imports()
     images = args.img * len(args.prompt) if len(args.img) == 1 else args.img
+    images = [None if img.lower() == 'none' else img for img in images]
     model = init_model(args.config, args.checkpoint, args.device)
     results = inference(model, images, args.prompt, args.batch_size)
     os.makedirs(args.out_dir, exist_ok=True)
@@ -40,7 +42,8 @@ def main() -> None:
         with open(osp.join(args.out_dir, f'{i}.json'), 'w') as f:
             json.dump(dict(image=img, prompt=prompt, reply=sample.pred_text, **decoded), f,
                       indent=1)
-        picture = draw_prediction(model, mmcv.imread(img, channel_order='rgb'), sample)
+        picture = draw_prediction(
+            model, None if img is None else mmcv.imread(img, channel_order='rgb'), sample)
         mmcv.imwrite(mmcv.rgb2bgr(picture), osp.join(args.out_dir, f'{i}.png'))
         print(f'    wrote {args.out_dir}/{i}.json and {i}.png')
 

@@ -111,3 +111,15 @@ def test_lora_stage2_trains_adapters_and_the_decoder_path():
     base = [p for n, p in named.items() if 'lora_' not in n]
     assert base and not any(p.requires_grad for p in base)  # the LLM itself is frozen
     assert model.super_link.queries['toy'].weight.grad.abs().sum() > 0
+
+
+def test_pixel_shuffle_merges_neighbouring_patches():
+    from vlm2.models import VisionTower
+    tower = VisionTower(model_class='CLIPVisionModel', pixel_shuffle=2, config=dict(
+        type='CLIPVisionConfig', hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+        num_attention_heads=2, image_size=32, patch_size=8))
+    feats = torch.arange(16 * 8, dtype=torch.float).reshape(1, 16, 8)  # a 4x4 grid
+    out = tower.shuffle(feats)
+    assert out.shape == (1, 4, 32) and tower.num_tokens == 4 and tower.out_channels == 32
+    # the first token holds patches (0,0), (0,1), (1,0), (1,1) of the grid
+    assert torch.equal(out[0, 0], torch.cat([feats[0, 0], feats[0, 1], feats[0, 4], feats[0, 5]]))

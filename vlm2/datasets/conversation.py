@@ -5,6 +5,7 @@ from typing import Optional, Sequence, Union
 import torch
 from mmengine.logging import print_log
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedTokenizerBase
 
 from .chat_template import ChatTemplate, get_template
@@ -55,10 +56,18 @@ class ConversationEncoder:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
             else tokenizer.eos_token_id
         self.num_truncated = 0
+        self._cache: dict[str, list[int]] = {}
 
     # ---- one sample --------------------------------------------------------------------
     def _ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
+        # Template pieces and short answers repeat: caching them keeps tokenisation, which
+        # runs in the training step, off the profile.
+        ids = self._cache.get(text)
+        if ids is None:
+            ids = self.tokenizer(text, add_special_tokens=False).input_ids if text else []
+            if len(self._cache) < 100_000:
+                self._cache[text] = ids
+        return list(ids)
 
     def _prompt(self, text: str, num_image_tokens: int, where: str) -> tuple[list[int], int]:
         pieces = text.split(self.image_placeholder)
@@ -161,15 +170,9 @@ class ConversationEncoder:
     # ---- a batch -----------------------------------------------------------------------
     def pad(self, seqs: list[list[int]], value: int, left: bool, device=None) -> Tensor:
         """Pad to the longest sequence, on the left for generation, on the right otherwise."""
-        size = max(len(s) for s in seqs)
-        out = torch.full((len(seqs), size), value, dtype=torch.long)
-        for b, s in enumerate(seqs):
-            if s:
-                if left:
-                    out[b, size - len(s):] = torch.tensor(s)
-                else:
-                    out[b, :len(s)] = torch.tensor(s)
-        return out.to(device)
+        return pad_sequence([torch.tensor(x, dtype=torch.long) for x in seqs], batch_first=True,
+                            padding_value=value, padding_side='left' if left else 'right'
+                            ).to(device)
 
     def batch(self, conversations: list, num_image_tokens: list[int], for_generation: bool,
               wheres: list[str], device=None) -> dict[str, Tensor]:

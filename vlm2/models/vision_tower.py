@@ -19,6 +19,9 @@ class VisionTower(nn.Module):
     Args:
         pretrained / config / model_class: see :func:`~vlm2.models.hf_builders.build_hf_model`.
         select_layer: index into the tower's hidden states.
+        pixel_shuffle: merge ``s``×``s`` neighbouring patches into one token of ``s²`` times
+            the width (InternVL's pixel shuffle, used by the paper's InternViT variant): fine
+            patches, few tokens.
         frozen: keep the tower frozen (paper: always); a from-scratch tiny tower trains.
     """
 
@@ -27,18 +30,23 @@ class VisionTower(nn.Module):
                  config: Optional[dict] = None,
                  model_class: str = 'AutoModel',
                  select_layer: int = -2,
+                 pixel_shuffle: int = 1,
                  frozen: bool = True,
                  torch_dtype: Optional[str] = None) -> None:
         super().__init__()
         self.model = build_hf_model('model.vision_tower', pretrained, config, model_class,
                                     torch_dtype)
         self.select_layer = select_layer
+        self.pixel_shuffle = pixel_shuffle
         self.frozen = frozen
         cfg = self.model.config
         cfg = getattr(cfg, 'vision_config', cfg)
         self.image_size: int = cfg.image_size
         self.patch_size: int = cfg.patch_size
         self.hidden_size: int = cfg.hidden_size
+        if self.grid_size % pixel_shuffle:
+            raise ValueError(f'model.vision_tower.pixel_shuffle={pixel_shuffle} must divide '
+                             f'the {self.grid_size}-patch grid')
         if frozen:
             self.model.requires_grad_(False)
         else:
@@ -69,8 +77,18 @@ class VisionTower(nn.Module):
 
     @property
     def num_patches(self) -> int:
-        """Feature tokens per tile."""
+        """Patches per tile (what ``hidden_states`` returns per layer)."""
         return self.grid_size ** 2
+
+    @property
+    def num_tokens(self) -> int:
+        """Feature tokens per tile after pixel shuffle (what the LLM sees)."""
+        return (self.grid_size // self.pixel_shuffle) ** 2
+
+    @property
+    def out_channels(self) -> int:
+        """Width of the features ``forward`` returns."""
+        return self.hidden_size * self.pixel_shuffle ** 2
 
     def train(self, mode: bool = True) -> 'VisionTower':
         super().train(mode)
@@ -87,5 +105,14 @@ class VisionTower(nn.Module):
                      for h in out.hidden_states)
 
     def forward(self, pixel_values: Tensor) -> Tensor:
-        """(tiles, 3, H, W) → (tiles, num_patches, hidden) of ``select_layer``."""
-        return self.hidden_states(pixel_values)[self.select_layer]
+        """(tiles, 3, H, W) → (tiles, num_tokens, out_channels) of ``select_layer``."""
+        return self.shuffle(self.hidden_states(pixel_values)[self.select_layer])
+
+    def shuffle(self, feats: Tensor) -> Tensor:
+        """(tiles, g*g, C) → (tiles, (g/s)^2, C*s*s), merging s×s neighbouring patches."""
+        s = self.pixel_shuffle
+        if s == 1:
+            return feats
+        n, g, c = feats.shape[0], self.grid_size, feats.shape[-1]
+        x = feats.reshape(n, g // s, s, g // s, s, c).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(n, (g // s) ** 2, s * s * c)

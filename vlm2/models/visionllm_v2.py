@@ -76,7 +76,7 @@ class VisionLLMv2(BaseModel):
         self._resize_embeddings()
         self.vision_tower = MODELS.build(vision_tower) if vision_tower else None
         if self.vision_tower is not None:
-            self.projector = MLPProjector(self.vision_tower.hidden_size, hidden, projector_depth)
+            self.projector = MLPProjector(self.vision_tower.out_channels, hidden, projector_depth)
         self.region_encoder = None
         if region_encoder is not None:
             if self.vision_tower is None:
@@ -139,7 +139,7 @@ class VisionLLMv2(BaseModel):
         return f'{meta.get("ann_file", "sample")} id={meta.get("sample_id", "?")}'
 
     def _num_image_tokens(self, num_tiles: list[int]) -> list[int]:
-        per_tile = self.vision_tower.num_patches if self.vision_tower is not None else 0
+        per_tile = self.vision_tower.num_tokens if self.vision_tower is not None else 0
         return [n * per_tile for n in num_tiles]
 
     def embed(self, inputs: dict, data_samples: list[VLMDataSample],
@@ -158,7 +158,8 @@ class VisionLLMv2(BaseModel):
             if self.vision_tower is None:
                 raise ValueError('the batch has images but the model has no vision_tower')
             layers = self.vision_tower.hidden_states(pixel_values)
-            feats = self.projector(layers[self.vision_tower.select_layer])
+            feats = self.projector(self.vision_tower.shuffle(
+                layers[self.vision_tower.select_layer]))
             mask = ids == self.encoder.image_id
             embeds = embeds.masked_scatter(mask[..., None],
                                            feats.reshape(-1, embeds.shape[-1]).to(embeds.dtype))
@@ -172,7 +173,10 @@ class VisionLLMv2(BaseModel):
 
     @staticmethod
     def _zero_term(*modules) -> Tensor:
-        """Keeps modules in the graph at zero weight when a batch does not use them (DDP)."""
+        """Keeps modules in the graph at zero weight when a batch does not use them, as DDP
+        needs; a single process skips it, so image-free batches cost nothing extra."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return 0.0
         params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
         return sum(p.sum() for p in params) * 0.0 if params else 0.0
 
