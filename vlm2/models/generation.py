@@ -61,22 +61,29 @@ def generate_with_super_link(body: nn.Module,
             logits = logits_processor(tokens, logits)
         nxt = torch.where(done, torch.full_like(done, pad_id, dtype=torch.long),
                           logits.argmax(-1))
-        for b in (~done).nonzero().flatten().tolist():
-            tokens[b].append(int(nxt[b]))
-        done = done | torch.tensor([int(t) in eos_ids for t in nxt], device=device)
+        ids = nxt.tolist()
+        for b, was_done in enumerate(done.tolist()):
+            if not was_done:
+                tokens[b].append(ids[b])
+        done = done | torch.tensor([i in eos_ids for i in ids], device=device)
         if done.all():
             break
         runs = torch.where(done, 0, super_link.run_length(nxt)) if super_link.decoders \
             else torch.zeros_like(nxt)
         width = 1 + int(runs.max())
-        embeds = embed_tokens(nxt)[:, None].expand(-1, width, -1).clone()
-        chunk_mask = torch.zeros(batch, width, dtype=mask.dtype, device=device)
-        for b in range(batch):
-            n = int(runs[b])
-            chunk_mask[b, width - 1 - n:] = 0 if done[b] else 1
-            if n:
-                embeds[b, width - 1 - n] = embeds[b, -1]
-                embeds[b, width - n:] = super_link.query_rows(nxt[b:b + 1])[0].to(embeds.dtype)
+        if width == 1:  # no routing token this step: one token per sample
+            embeds = embed_tokens(nxt)[:, None]
+            chunk_mask = (~done)[:, None].to(mask.dtype)
+        else:
+            embeds = embed_tokens(nxt)[:, None].expand(-1, width, -1).clone()
+            chunk_mask = torch.zeros(batch, width, dtype=mask.dtype, device=device)
+            for b in range(batch):
+                n = int(runs[b])
+                chunk_mask[b, width - 1 - n:] = 0 if done[b] else 1
+                if n:
+                    embeds[b, width - 1 - n] = embeds[b, -1]
+                    embeds[b, width - n:] = super_link.query_rows(nxt[b:b + 1])[0].to(
+                        embeds.dtype)
         hidden = step(embeds, chunk_mask)
         for b in runs.nonzero().flatten().tolist():
             n = int(runs[b])
