@@ -37,16 +37,14 @@ def main() -> None:
         decoded = {name: dec.format_results(sample)
                    for name, dec in model.super_link.decoders.items()}
         decoded = {k: v for k, v in decoded.items() if v}
-        if not decoded:
-            continue
-        with open(osp.join(args.out_dir, f'{i}.json'), 'w') as f:
-            json.dump(dict(image=img, prompt=prompt, reply=sample.pred_text, **decoded), f,
-                      indent=1)
+        if decoded:
+            with open(osp.join(args.out_dir, f'{i}.json'), 'w') as f:
+                json.dump(dict(image=img, prompt=prompt, reply=sample.pred_text, **decoded), f,
+                          indent=1)
         picture = draw_prediction(
             model, None if img is None else mmcv.imread(img, channel_order='rgb'), sample)
         mmcv.imwrite(mmcv.rgb2bgr(picture), osp.join(args.out_dir, f'{i}.png'))
-        print(f'    wrote {args.out_dir}/{i}.json and {i}.png')
-
+        print(f'    wrote {args.out_dir}/{i}.png' + (f' and {i}.json' if decoded else ''))
 
 if __name__ == '__main__':
     main()

@@ -8,9 +8,10 @@ model = dict(
         type='VisionTower',
         config=dict(type='CLIPVisionConfig', hidden_size=128, intermediate_size=512,
                     num_hidden_layers=4, num_attention_heads=4, image_size=image_size,
-                    patch_size=16),
+                    patch_size=8),
         model_class='CLIPVisionModel',
         select_layer=-2,
+        pixel_shuffle=2,  # 8-px patches see small shapes; 2x2 merging keeps 64 LLM tokens
         frozen=False),  # trained from scratch here; the paper's CLIP is frozen
     llm=dict(config=dict(type='LlamaConfig', hidden_size=256, intermediate_size=688,
                          num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
