@@ -1,0 +1,368 @@
+"""The generation plugin: [GEN]/[EDIT] decoders, adapters, image loading, analyser, metrics."""
+import json
+
+import mmcv
+import numpy as np
+import pytest
+import torch
+from mmengine.registry import init_default_scope
+
+from conftest import tiny_model_cfg
+from vlm2.datasets.shapes_world.scene import Scene, sample_shape
+from vlm2.plugins.diffusion import (CaptionImageDataset, CLIPScoreMetric, FIDMetric,
+                                    InstructEditDataset, LoadDiffusionImages,
+                                    ShapesGenerationMetric)
+from vlm2.plugins.diffusion.analyser import (analyse_image, check_edit, check_generation,
+                                             parse_objects)
+from vlm2.registry import MODELS
+from vlm2.structures import VLMDataSample
+
+SIZE = 16  # image side of the tiny decoders
+WORDS = ['generate', 'an', 'image', 'of', 'red', 'circle', 'edit', 'make', 'blue']
+
+
+def tiny_unet(in_channels: int, out_channels: int, sample: int = 8) -> dict:
+    return dict(config=dict(
+        sample_size=sample, in_channels=in_channels, out_channels=out_channels,
+        block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+        down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'),
+        up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'), cross_attention_dim=16,
+        attention_head_dim=4))
+
+
+TINY_VAE = dict(config=dict(in_channels=3, out_channels=3, latent_channels=4,
+                            down_block_types=('DownEncoderBlock2D', 'DownEncoderBlock2D'),
+                            up_block_types=('UpDecoderBlock2D', 'UpDecoderBlock2D'),
+                            block_out_channels=(8, 16), norm_num_groups=4, sample_size=SIZE))
+NOISE = dict(type='DDPMScheduler', num_train_timesteps=100)
+
+
+def decoders(edit_vae: bool = False) -> dict:
+    common = dict(scheduler=NOISE, image_size=SIZE, conditioner=dict(num_heads=2),
+                  test_cfg=dict(num_steps=3, guidance_scale=3.0, image_guidance_scale=1.5))
+    edit = dict(type='ImageEditDecoder', unet=tiny_unet(24, 12), pixel_patch=2, **common)
+    if edit_vae:
+        edit.update(unet=tiny_unet(8, 4), vae=TINY_VAE, pixel_patch=1)
+    return dict(gen=dict(type='TextToImageDecoder', unet=tiny_unet(12, 12), pixel_patch=2,
+                         **common), edit=edit)
+
+
+def build(edit_vae: bool = False, routing: str = 'forced'):
+    import vlm2.plugins.diffusion  # noqa: F401  registers the decoders
+    init_default_scope('vlm2')
+    torch.manual_seed(0)
+    cfg = tiny_model_cfg(decoders=decoders(edit_vae))
+    cfg['tokenizer'] = dict(type='WordLevelTokenizer', words=WORDS)
+    cfg['test_cfg'] = dict(routing=routing)
+    return MODELS.build(cfg)
+
+
+def gen_sample(i: int = 0) -> VLMDataSample:
+    s = VLMDataSample(metainfo=dict(sample_id=f'g{i}'))
+    s.conversation = [{'from': 'human', 'value': 'generate an image of a red circle'},
+                      {'from': 'gpt', 'value': '[GEN]'}]
+    s.task = 'gen'
+    s.caption = 'a red circle'
+    s.target_image = torch.randint(0, 255, (3, SIZE, SIZE), dtype=torch.uint8)
+    return s
+
+
+def edit_sample(i: int = 0) -> VLMDataSample:
+    s = VLMDataSample(metainfo=dict(sample_id=f'e{i}'))
+    s.conversation = [{'from': 'human', 'value': '<image>\nedit : make the circle blue'},
+                      {'from': 'gpt', 'value': '[EDIT]'}]
+    s.task = 'edit'
+    s.instruction = 'make the circle blue'
+    s.target_image = torch.randint(0, 255, (3, SIZE, SIZE), dtype=torch.uint8)
+    s.source_image = torch.randint(0, 255, (3, SIZE, SIZE), dtype=torch.uint8)
+    return s
+
+
+def run(model, samples, mode):
+    image = samples[0].task == 'edit'
+    tiles = [torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8) if image else None
+             for _ in samples]
+    data = model.data_preprocessor(dict(inputs=tiles, data_samples=samples), mode == 'loss')
+    return model(**data, mode=mode)
+
+
+class UNetInputs:
+    """Records the input shape of every UNet call."""
+
+    def __init__(self, unet):
+        self.shapes = []
+        self.handle = unet.register_forward_pre_hook(
+            lambda m, args, kwargs: self.shapes.append(tuple(args[0].shape)), with_kwargs=True)
+
+
+# ---- decoders ------------------------------------------------------------------------------
+def test_denoising_loss_reaches_the_gen_table_and_the_llm():
+    model = build()
+    losses = run(model, [gen_sample(0), gen_sample(1)], 'loss')
+    losses['gen.loss_diffusion'].backward()
+    assert model.super_link.queries['gen'].weight.grad.abs().sum() > 0
+    assert model.llm.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    other = model.super_link.queries['edit'].weight.grad  # the other table gets nothing
+    assert other is None or not other.any()
+    assert model.super_link.decoders['gen'].conditioner.proj[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('sampler', ['DDIMScheduler', 'DPMSolverMultistepScheduler'])
+def test_same_seed_gives_bit_identical_images_and_another_seed_does_not(sampler):
+    from vlm2.plugins.diffusion.builders import sampler_class
+    model = build().eval()
+    model.super_link.decoders['gen'].sampler_cls = sampler_class(sampler, 'sampler')
+    with torch.no_grad():
+        a = run(model, [gen_sample(0), gen_sample(1)], 'predict')
+        b = run(model, [gen_sample(0), gen_sample(1)], 'predict')
+        model.super_link.decoders['gen'].test_cfg['seed'] = 1
+        c = run(model, [gen_sample(0), gen_sample(1)], 'predict')
+    for x, y in zip(a, b):
+        assert x.pred_image.dtype == np.uint8 and x.pred_image.shape == (SIZE, SIZE, 3)
+        assert np.array_equal(x.pred_image, y.pred_image)
+    assert not np.array_equal(a[0].pred_image, c[0].pred_image)
+
+
+@pytest.mark.parametrize('task, scales, copies', [
+    ('gen', (1.0, 1.0), 1), ('gen', (3.0, 1.0), 2),
+    ('edit', (1.0, 1.0), 1), ('edit', (3.0, 1.0), 2), ('edit', (3.0, 1.5), 3)])
+def test_guidance_scale_one_skips_the_unconditional_pass(task, scales, copies):
+    model = build().eval()
+    dec = model.super_link.decoders[task]
+    dec.test_cfg.update(guidance_scale=scales[0], image_guidance_scale=scales[1])
+    calls = UNetInputs(dec.unet)
+    with torch.no_grad():
+        run(model, [(gen_sample if task == 'gen' else edit_sample)(i) for i in range(2)],
+            'predict')
+    assert len(calls.shapes) == dec.test_cfg['num_steps']
+    assert {s[0] for s in calls.shapes} == {2 * copies}
+
+
+def test_editing_unet_takes_exactly_8_input_channels_with_a_vae():
+    model = build(edit_vae=True)
+    dec = model.super_link.decoders['edit']
+    assert dec.unet.config.in_channels == 8 and dec.unet.conv_in.in_channels == 8
+    calls = UNetInputs(dec.unet)
+    run(model, [edit_sample(0)], 'loss')
+    model.eval()
+    with torch.no_grad():
+        out = run(model, [edit_sample(0)], 'predict')
+    assert {s[1] for s in calls.shapes} == {8}
+    assert out[0].pred_image.shape == (SIZE, SIZE, 3)
+
+
+def test_wrong_unet_channels_fail_naming_the_key():
+    from vlm2.plugins.diffusion import ImageEditDecoder
+    with pytest.raises(ValueError, match=r'edit\.unet: in_channels must be 8'):
+        ImageEditDecoder(32, unet=tiny_unet(4, 4), vae=TINY_VAE, scheduler=NOISE,
+                         image_size=SIZE, conditioner=dict(num_heads=2),
+                         key='model.super_link.decoders.edit')
+
+
+def test_pretrained_text_to_image_unet_is_widened_to_8_channels_at_zero(tmp_path):
+    from diffusers import UNet2DConditionModel
+    from vlm2.plugins.diffusion import ImageEditDecoder, TextToImageDecoder
+    UNet2DConditionModel(**tiny_unet(4, 4)['config']).save_pretrained(tmp_path / 'unet')
+    pretrained = dict(pretrained=str(tmp_path), subfolder='unet')
+    gen = TextToImageDecoder(32, unet=pretrained, vae=TINY_VAE, scheduler=NOISE,
+                             image_size=SIZE, conditioner=dict(num_heads=2))
+    assert not any(p.requires_grad for p in gen.unet.parameters())  # paper: frozen for [GEN]
+    edit = ImageEditDecoder(32, unet=pretrained, vae=TINY_VAE, scheduler=NOISE,
+                            image_size=SIZE, conditioner=dict(num_heads=2))
+    w = edit.unet.conv_in.weight
+    assert w.shape[1] == 8 and torch.all(w[:, 4:] == 0)
+    assert torch.equal(w[:, :4], gen.unet.conv_in.weight)
+    assert all(p.requires_grad for p in edit.unet.parameters())  # trained for editing
+
+
+def test_conditioner_follows_the_unets_cross_attention_dim():
+    model = build()
+    cond = model.super_link.decoders['gen'].conditioner(torch.randn(3, 64, 64))
+    assert cond.shape == (3, 77, 16)
+    assert model.super_link.queries['gen'].weight.shape == (64, 64)  # 64 queries per table
+
+
+def test_format_results_and_draw():
+    model = build().eval()
+    dec = model.super_link.decoders['edit']
+    with torch.no_grad():
+        s = run(model, [edit_sample(0)], 'predict')[0]
+    res = dec.format_results(s)
+    assert res['task'] == '[EDIT]' and res['size'] == [SIZE, SIZE]
+    import base64
+    png = mmcv.imfrombytes(base64.b64decode(res['png_base64']), channel_order='rgb')
+    assert np.array_equal(png, s.pred_image)
+    pic = dec.draw(np.zeros((40, 40, 3), np.uint8), s)
+    assert pic.shape[0] == SIZE and pic.shape[1] > 2 * SIZE  # source | edited
+    assert np.array_equal(pic[:, -SIZE:], s.pred_image)
+
+
+# ---- adapters and image loading ---------------------------------------------------------
+def _png(path, size, color=(200, 30, 30), box=None):
+    img = np.full((size[1], size[0], 3), 240, np.uint8)
+    if box:
+        x0, y0, x1, y1 = box
+        img[y0:y1, x0:x1] = color
+    mmcv.imwrite(img[..., ::-1], str(path))
+    return img
+
+
+def test_caption_pairs_from_jsonl_and_from_a_folder(tmp_path):
+    (tmp_path / 'imgs').mkdir()
+    for i in range(2):
+        _png(tmp_path / 'imgs' / f'{i}.png', (8, 8))
+        (tmp_path / 'imgs' / f'{i}.txt').write_text(f'a red circle {i}')
+    with open(tmp_path / 'caps.jsonl', 'w') as f:
+        f.write(json.dumps(dict(image='0.png', caption='a red circle')) + '\n')
+    a = CaptionImageDataset(ann_file=str(tmp_path / 'caps.jsonl'),
+                            data_prefix=dict(img_path=str(tmp_path / 'imgs')))
+    b = CaptionImageDataset(ann_file='', data_prefix=dict(img_path=str(tmp_path / 'imgs')))
+    info = a.get_data_info(0)
+    assert info['target_path'].endswith('imgs/0.png') and info['img_path'] is None
+    assert info['conversation'][1]['value'] == '[GEN]'
+    assert 'a red circle' in info['conversation'][0]['value']
+    assert [b.get_data_info(i)['caption'] for i in range(2)] == ['a red circle 0',
+                                                                 'a red circle 1']
+    (tmp_path / 'imgs' / '1.txt').unlink()
+    with pytest.raises(FileNotFoundError, match='1.png has no caption file'):
+        CaptionImageDataset(ann_file='', data_prefix=dict(img_path=str(tmp_path / 'imgs')))
+
+
+def test_triplets_and_their_conversation(tmp_path):
+    recs = [dict(source='s.png', instruction='make the circle blue', target='t.png',
+                 edit_type='recolor')]
+    (tmp_path / 'e.json').write_text(json.dumps(recs))
+    ds = InstructEditDataset(ann_file=str(tmp_path / 'e.json'),
+                             data_prefix=dict(img_path=str(tmp_path)))
+    info = ds.get_data_info(0)
+    assert info['img_path'] == info['source_path'] and info['edit_type'] == 'recolor'
+    assert info['conversation'][0]['value'].startswith('<image>\n')
+    assert info['conversation'][1]['value'] == '[EDIT]'
+    (tmp_path / 'bad.json').write_text(json.dumps([dict(source='s.png', target='t.png')]))
+    with pytest.raises(ValueError, match=r"bad.json: record 0 lacks \['instruction'\]"):
+        InstructEditDataset(ann_file=str(tmp_path / 'bad.json'))
+
+
+def test_triplet_of_different_sizes_is_resized_or_fails_clearly(tmp_path):
+    # the same scene at two resolutions: a box in the left half
+    _png(tmp_path / 's.png', (64, 32), box=(8, 8, 24, 24))
+    _png(tmp_path / 't.png', (32, 16), box=(4, 4, 12, 12))
+    info = dict(source_path=str(tmp_path / 's.png'), target_path=str(tmp_path / 't.png'))
+    with pytest.raises(ValueError, match=r's.png is 64x32 but target .*t.png is 32x16'):
+        LoadDiffusionImages(size=16, on_size_mismatch='error').transform(dict(info))
+    load = LoadDiffusionImages(size=16, on_size_mismatch='resize')
+    out = load.transform(dict(info))
+    src, tgt = out['source_image'], out['target_image']
+    assert src.shape == tgt.shape == (3, 16, 16) and load.num_resized == 1
+    # aligned: the red box covers the same pixels in both
+    assert torch.equal(src[1] < 150, tgt[1] < 150) and bool((tgt[1] < 150).any())
+
+
+# ---- analyser and metrics ----------------------------------------------------------------
+def _scene(rng, size=64):
+    shape = sample_shape(rng, size)
+    return Scene(size, (240, 240, 240), [shape]), shape
+
+
+def test_analyser_reads_noisy_renders_back():
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(30):
+        scene, shape = _scene(rng)
+        img = scene.render().astype(np.float32) + rng.normal(0, 20, (64, 64, 3))
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        caption = f'a {shape.size} {shape.color} {shape.kind} ' \
+                  f'{_phrase(scene.position(0))}'
+        hits += check_generation(analyse_image(img), parse_objects(caption))['faithful']
+    assert hits >= 27
+    # a wrong colour or an empty picture is not faithful
+    scene, shape = _scene(rng)
+    asked = parse_objects(f'a {shape.color} {shape.kind}')
+    assert not check_generation(analyse_image(np.full((64, 64, 3), 240, np.uint8)),
+                                asked)['faithful']
+
+
+def _phrase(position):
+    from vlm2.datasets.shapes_world.vocab import POSITION_PHRASES
+    return POSITION_PHRASES[position]
+
+
+def test_edit_check_wants_exactly_the_reference_shapes():
+    rng = np.random.default_rng(1)
+    scene, _ = _scene(rng)
+    ref = analyse_image(scene.render())
+    assert check_edit(analyse_image(scene.render()), ref)['correct']
+    other = Scene(64, scene.background, scene.shapes + [sample_shape(rng, 64)])
+    assert not check_edit(analyse_image(other.render()), ref)['correct']  # one too many
+
+
+def test_shapes_metric_scores_predictions():
+    rng = np.random.default_rng(2)
+    metric = ShapesGenerationMetric()
+    samples = []
+    for i in range(4):
+        scene, shape = _scene(rng)
+        img = scene.render()
+        caption = f'a {shape.color} {shape.kind} {_phrase(scene.position(0))}'
+        good = i % 2 == 0
+        samples.append(dict(task='gen', caption=caption, sample_id=str(i),
+                            target_image=torch.from_numpy(img).permute(2, 0, 1),
+                            pred_image=img if good else np.full_like(img, 240)))
+    samples.append(dict(task='edit', target_image=torch.from_numpy(img).permute(2, 0, 1),
+                        pred_image=img, edit_type='recolor'))
+    samples.append(dict(task='edit', target_image=torch.from_numpy(img).permute(2, 0, 1),
+                        edit_type='add'))  # no image: the routing token was not generated
+    metric.process({}, samples)
+    out = metric.compute_metrics(metric.results)
+    assert out['gen_faithfulness'] == 0.5 and out['gen_reference_faithfulness'] == 1.0
+    assert out['edit_accuracy'] == 0.5 and out['edit_no_image'] == 1
+    assert out['edit_accuracy_recolor'] == 1.0 and out['edit_accuracy_add'] == 0.0
+
+
+@pytest.mark.parametrize('cls, key', [(CLIPScoreMetric, 'clip_model'),
+                                      (FIDMetric, 'inception_weights')])
+def test_clip_score_and_fid_are_skipped_with_a_clear_message(cls, key, tmp_path, caplog):
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('test_diffusion_skip')
+    metric = cls()
+    assert metric.skip_reason == f'no {key} configured'
+    img = np.zeros((8, 8, 3), np.uint8)
+    metric.process({}, [dict(task='gen', pred_image=img, caption='a red circle',
+                             target_image=torch.zeros(3, 8, 8, dtype=torch.uint8))])
+    assert metric.compute_metrics(metric.results) == {}
+    with pytest.raises(FileNotFoundError, match=f'{key}.*does not exist'):
+        cls(**{key: str(tmp_path / 'missing')})
+    import importlib.util
+    if any(importlib.util.find_spec(m) is None for m in cls.needs):
+        (tmp_path / 'w').mkdir()
+        assert 'torchmetrics[image]' in cls(**{key: str(tmp_path / 'w')}).skip_reason
+
+
+def test_tiny_recipe_builds_pixel_space_decoders_at_64px():
+    from mmengine.config import Config
+    import vlm2.plugins.diffusion  # noqa: F401
+    init_default_scope('vlm2')
+    cfg = Config.fromfile('vlm2/plugins/diffusion/configs/visionllmv2_tiny_shapes_gen.py')
+    assert 'vlm2.plugins.chat' in cfg.custom_imports['imports']
+    gen = MODELS.build(cfg.model.super_link.decoders.gen, default_args=dict(llm_hidden_size=256))
+    edit = MODELS.build(cfg.model.super_link.decoders.edit,
+                        default_args=dict(llm_hidden_size=256))
+    assert gen.vae is None and gen.unet.config.in_channels == 12  # 64 px folded 2x2
+    assert edit.unet.config.in_channels == 24 and edit.num_queries == gen.num_queries == 64
+    with torch.no_grad():
+        img = gen.generate(gen.conditioner.unconditional(1), num_steps=2)
+    assert img.shape == (1, 64, 64, 3)
+
+
+@pytest.mark.parametrize('sampler', ['DDIMScheduler', 'DPMSolverMultistepScheduler'])
+def test_sampling_with_an_oracle_noise_predictor_returns_its_image(sampler):
+    from vlm2.plugins.diffusion.builders import sampler_class
+    dec = build().super_link.decoders['gen']
+    dec.sampler_cls = sampler_class(sampler, 'sampler')
+    image = torch.full((1, 3, SIZE, SIZE), 240, dtype=torch.uint8)
+    image[:, 0, 2:9, 3:10], image[:, 1:, 2:9, 3:10] = 200, 30
+    x0, alpha_bar = dec.encode(image), dec.scheduler.alphas_cumprod
+    dec._unet = lambda x, t, cond, source: (x - alpha_bar[int(t)].sqrt() * x0) / \
+        (1 - alpha_bar[int(t)]).sqrt()
+    out = dec.generate(torch.zeros(1, 77, 16), num_steps=5, guidance_scale=1.0)
+    assert (out[0].permute(2, 0, 1).int() - image[0].int()).abs().max() <= 1

@@ -1,0 +1,10 @@
+"""Text-to-image ([GEN]) and instruction editing ([EDIT]) through the super link."""
+from .adapters import CaptionImageDataset, InstructEditDataset
+from .conditioner import SuperLinkConditioner
+from .decoder import DiffusionDecoder, ImageEditDecoder, TextToImageDecoder
+from .metrics import CLIPScoreMetric, FIDMetric, ShapesGenerationMetric
+from .transforms import LoadDiffusionImages
+
+__all__ = ['CaptionImageDataset', 'InstructEditDataset', 'SuperLinkConditioner',
+           'DiffusionDecoder', 'ImageEditDecoder', 'TextToImageDecoder', 'CLIPScoreMetric',
+           'FIDMetric', 'ShapesGenerationMetric', 'LoadDiffusionImages']

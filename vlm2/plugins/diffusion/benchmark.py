@@ -1,0 +1,232 @@
+"""Benchmark of the generation plugin: train the tiny recipe on ShapesWorld text-to-image and
+editing within a time budget, then score held-out prompts with the analyser.
+
+Run from the repository root (2 CPU cores)::
+
+    OMP_NUM_THREADS=2 flock /tmp/vlm2_cpu.lock .venv/bin/python \
+        vlm2/plugins/diffusion/benchmark.py --data-root /tmp/sw --budget-min 20
+
+It trains only the [GEN] and [EDIT] sources (no VQA) on the 1-shape subset (captions of
+images with one shape; edits whose source image has one shape), evaluates on the 1-shape
+subset of the validation split (held-out prompts and images), measures the latency of one
+64x64 image at 20 scheduler steps, and writes ``benchmark.json`` and ``grid.png`` to the work
+dir. The training stops at ``--max-iters`` or when the training budget is spent, whichever
+comes first; the evaluation time is counted in the total budget.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import statistics
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.dataset import pseudo_collate  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+RECIPE = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
+                  'visionllmv2_tiny_shapes_gen.py')
+
+
+class TimeBudgetHook(Hook):
+    """Stops the training loop once ``seconds`` of training have passed."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.start = None
+
+    def before_train(self, runner) -> None:
+        self.start = time.time()
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if time.time() - self.start > self.seconds:
+            runner.logger.info(f'time budget of {self.seconds:.0f} s spent at iteration '
+                               f'{runner.iter + 1}; stopping')
+            runner.train_loop.stop_training = True
+
+
+def one_shape_subsets(data_root: str, out_dir: str) -> dict:
+    """Write the 1-shape subsets of captions and edits; returns their paths and sizes."""
+    from vlm2.plugins.diffusion.analyser import parse_objects
+    out = {}
+    for split in ('train', 'val'):
+        ann = osp.join(data_root, 'annotations')
+        with open(osp.join(ann, f'captions_{split}.jsonl')) as f:
+            caps = [json.loads(line) for line in f if line.strip()]
+        one = {c['image'] for c in caps if len(parse_objects(c['caption'])) == 1}
+        with open(osp.join(ann, f'edits_{split}.jsonl')) as f:
+            edits = [json.loads(line) for line in f if line.strip()]
+        # an edit's source is its scene's image: edits/<split>/<stem>_src.png ↔ <split>/<stem>.png
+        edits = [e for e in edits if f'{split}/{osp.basename(e["source"])[:-8]}.png' in one]
+        for name, rows in (('captions', [c for c in caps if c['image'] in one]),
+                           ('edits', edits)):
+            path = osp.join(out_dir, f'{name}_{split}_1shape.jsonl')
+            with open(path, 'w') as f:
+                f.writelines(json.dumps(r) + '\n' for r in rows)
+            out[f'{name}_{split}'] = dict(path=path, num=len(rows))
+    return out
+
+
+def analyser_ceiling(data_root: str, size: int = 64) -> dict:
+    """Generation faithfulness of the validation captions' own images, resized to ``size``:
+    what the analyser reads correctly on clean pictures (its ceiling), for all captions and
+    the 1-shape ones."""
+    from vlm2.plugins.diffusion.analyser import analyse_image, check_generation, parse_objects
+    from vlm2.plugins.diffusion.transforms import load_rgb, square_image
+    with open(osp.join(data_root, 'annotations', 'captions_val.jsonl')) as f:
+        caps = [json.loads(line) for line in f if line.strip()]
+    hits = {'all': [], '1shape': []}
+    for c in caps:
+        img = square_image(load_rgb(osp.join(data_root, 'images', c['image'])), size)
+        asked = parse_objects(c['caption'])
+        ok = check_generation(analyse_image(img), asked)['faithful']
+        hits['all'].append(ok)
+        if len(asked) == 1:
+            hits['1shape'].append(ok)
+    return {k: dict(faithfulness=sum(v) / max(len(v), 1), num=len(v)) for k, v in hits.items()}
+
+
+def build_cfg(args, subsets: dict) -> Config:
+    cfg = Config.fromfile(RECIPE)
+    root = osp.abspath(args.data_root) + '/'
+    gen_train, edit_train = cfg.gen_train, cfg.edit_train
+    gen_val, edit_val = cfg.gen_val, cfg.edit_val
+    for d, key in ((gen_train, 'captions_train'), (edit_train, 'edits_train'),
+                   (gen_val, 'captions_val'), (edit_val, 'edits_val')):
+        d.data_root = root
+        d.ann_file = subsets[key]['path']
+    cfg.train_dataloader.dataset.datasets = [gen_train, edit_train]
+    cfg.train_dataloader.dataset.ratios = [1.0, 1.0]
+    cfg.train_dataloader.batch_size = args.batch_size
+    cfg.val_dataloader.dataset.datasets = [gen_val, edit_val]
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.val_evaluator = [dict(type='ShapesGenerationMetric')]
+    cfg.test_evaluator = cfg.val_evaluator
+    cfg.train_cfg.max_iters = args.max_iters
+    cfg.train_cfg.val_interval = 10 ** 9  # evaluated once, after the budget
+    warm = max(1, int(0.03 * args.max_iters))
+    cfg.param_scheduler[0].end = warm
+    cfg.param_scheduler[1].begin = warm
+    cfg.param_scheduler[1].end = args.max_iters
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=10 ** 9)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=50)
+    cfg.work_dir = args.work_dir
+    cfg.randomness = dict(seed=args.seed)
+    return cfg
+
+
+def latency(model, pipeline, repeats: int = 3) -> dict:
+    """Seconds for one 64x64 image at 20 steps: the whole reply (LLM + sampling) and the
+    sampling alone."""
+    model.eval()
+    item = pipeline(dict(img_path=None, sample_id='lat', task='gen', conversation=[
+        {'from': 'human', 'value': 'Generate an image of a large red circle in the center.'}]))
+    dec = model.super_link.decoders['gen']
+    full, sampling = [], []
+    with torch.no_grad():
+        for _ in range(repeats):
+            t = time.perf_counter()
+            out = model.test_step(pseudo_collate([item]))[0]
+            full.append(time.perf_counter() - t)
+            cond = dec.conditioner.unconditional(1)
+            t = time.perf_counter()
+            img = dec.generate(cond, num_steps=20)
+            sampling.append(time.perf_counter() - t)
+    return dict(reply_and_image_s=statistics.median(full),
+                sampling_only_s=statistics.median(sampling), image_shape=list(img.shape[1:]),
+                num_steps=20, guidance_scale=dec.test_cfg['guidance_scale'],
+                routed=out.get('pred_image') is not None)
+
+
+def grid(model, datasets, out_path: str, num: int = 6) -> None:
+    """Prompts and pictures: generated | reference for [GEN]; source | edited | reference
+    for [EDIT]."""
+    rows = []
+    model.eval()
+    for ds in datasets:
+        items = [ds[i] for i in range(min(num, len(ds)))]
+        with torch.no_grad():
+            samples = model.test_step(pseudo_collate(items))
+        for s in samples:
+            ref = s.target_image.permute(1, 2, 0).numpy()
+            pred = s.get('pred_image')
+            pred = np.zeros_like(ref) if pred is None else np.asarray(pred)
+            pics = [ref * 0 + 255, pred, ref] if s.task == 'gen' else \
+                [s.source_image.permute(1, 2, 0).numpy(), pred, ref]
+            text = s.get('caption') or s.get('instruction')
+            rows.append((s.task, text, pics))
+    scale, pad, text_h = 2, 4, 14
+    side = rows[0][2][0].shape[0] * scale
+    width = 3 * (side + pad) + pad
+    canvas = Image.new('RGB', (width, len(rows) * (side + text_h + pad) + pad), 'white')
+    draw = ImageDraw.Draw(canvas)
+    for r, (task, text, pics) in enumerate(rows):
+        y = pad + r * (side + text_h + pad)
+        draw.text((pad, y), f'[{task.upper()}] {text}'[:70], fill=(0, 0, 0))
+        for c, pic in enumerate(pics):
+            if task == 'gen' and c == 0:
+                continue
+            img = Image.fromarray(pic).resize((side, side), Image.NEAREST)
+            canvas.paste(img, (pad + c * (side + pad), y + text_h))
+    canvas.save(out_path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--data-root', default='data/shapes_world')
+    parser.add_argument('--work-dir', default='work_dirs/diffusion_benchmark')
+    parser.add_argument('--budget-min', type=float, default=20.0,
+                        help='total minutes: training stops early enough to leave '
+                             '--eval-min for evaluation, latency and the grid')
+    parser.add_argument('--eval-min', type=float, default=2.5)
+    parser.add_argument('--max-iters', type=int, default=1500)
+    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args()
+    start = time.time()
+    # Adam's decaying moments of rarely used parameters drift into denormal floats, which
+    # CPUs process many times slower; values below 1e-38 do not matter to training.
+    torch.set_flush_denormal(True)
+    os.makedirs(args.work_dir, exist_ok=True)
+    subsets = one_shape_subsets(args.data_root, args.work_dir)
+    cfg = build_cfg(args, subsets)
+    train_s = max(60.0, (args.budget_min - args.eval_min) * 60 - (time.time() - start))
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(TimeBudgetHook(train_s))
+    runner.train()
+    train_time = time.time() - start
+    iters = runner.iter
+    runner.save_checkpoint(args.work_dir, 'final.pth')
+    t = time.time()
+    metrics = runner.val_loop.run()
+    eval_time = time.time() - t
+    model = runner.model
+    from vlm2.apis import build_inference_pipeline
+    model.cfg = cfg
+    lat = latency(model, build_inference_pipeline(cfg))
+    val_sets = runner.val_dataloader.dataset.datasets
+    grid(model, val_sets, osp.join(args.work_dir, 'grid.png'))
+    result = dict(command=' '.join(sys.argv), torch_threads=torch.get_num_threads(),
+                  iterations=iters, batch_size=args.batch_size, train_minutes=train_time / 60,
+                  eval_minutes=eval_time / 60, total_minutes=(time.time() - start) / 60,
+                  subsets={k: v['num'] for k, v in subsets.items()},
+                  analyser_on_reference_images=analyser_ceiling(args.data_root),
+                  metrics={k: float(v) for k, v in metrics.items()}, latency=lat)
+    with open(osp.join(args.work_dir, 'benchmark.json'), 'w') as f:
+        json.dump(result, f, indent=1)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == '__main__':
+    main()

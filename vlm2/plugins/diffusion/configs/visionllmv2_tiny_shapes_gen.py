@@ -1,0 +1,58 @@
+# The tiny generalist with the generation plugin: ShapesWorld text-to-image ([GEN]) and
+# instruction editing ([EDIT]) added to the main tiny recipe. The decoders work in pixel space
+# (no VAE) on 64 px pictures folded 2x2 into 12 channels at 32x32 (pixel_patch=2); the
+# ShapesWorld images (128 px) are resized to 64 px by LoadDiffusionImages.
+_base_ = ['../../../../configs/visionllmv2/visionllmv2_tiny_shapes.py']
+custom_imports = dict(imports=['vlm2.plugins.chat', 'vlm2.plugins.diffusion'],
+                      allow_failed_imports=False)
+
+gen_size = 64
+pixel_patch = 2
+latent = 3 * pixel_patch ** 2
+unet = dict(sample_size=gen_size // pixel_patch, in_channels=latent, out_channels=latent,
+            block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8,
+            down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'),
+            up_block_types=('CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'),
+            cross_attention_dim=64, attention_head_dim=8)
+noise = dict(type='DDPMScheduler', num_train_timesteps=1000,
+             beta_schedule='squaredcos_cap_v2', prediction_type='epsilon')
+decoder = dict(scheduler=noise, sampler='DDIMScheduler', vae=None, pixel_patch=pixel_patch,
+               image_size=gen_size, conditioner=dict(num_tokens=77, num_heads=4))
+model = dict(super_link=dict(decoders=dict(
+    gen=dict(type='TextToImageDecoder', unet=dict(config=unet), cond_dropout=0.1,
+             test_cfg=dict(num_steps=20, guidance_scale=3.0, seed=0), **decoder),
+    edit=dict(type='ImageEditDecoder', unet=dict(config=dict(unet, in_channels=2 * latent)),
+              cond_dropout=0.05, source_dropout=0.05,
+              test_cfg=dict(num_steps=20, guidance_scale=3.0, image_guidance_scale=1.5,
+                            seed=0), **decoder))))
+
+data_root = 'data/shapes_world/'
+tile_size = 128  # as configs/_base_/datasets/shapes_world.py
+max_tiles = 1
+gen_load = dict(type='LoadDiffusionImages', size=gen_size, on_size_mismatch='error')
+# the MLLM's own input (tiles, the base recipe's image_pipeline), then the decoders' images
+gen_pipeline = [
+    dict(type='LoadImageIfAny'),
+    dict(type='DynamicTiles', tile_size=tile_size, max_tiles=max_tiles),
+    gen_load,
+    dict(type='PackVLMInputs', fields=('target_image', 'caption')),
+]
+edit_pipeline = gen_pipeline[:-1] + [
+    dict(type='PackVLMInputs', fields=('target_image', 'source_image', 'instruction',
+                                       'edit_type')),
+]
+gen_train = dict(type='CaptionImageDataset', task='gen', data_root=data_root,
+                 ann_file='annotations/captions_train.jsonl',
+                 data_prefix=dict(img_path='images/'), pipeline=gen_pipeline)
+gen_val = dict(gen_train, ann_file='annotations/captions_val.jsonl', test_mode=True)
+edit_train = dict(type='InstructEditDataset', task='edit', data_root=data_root,
+                  ann_file='annotations/edits_train.jsonl',
+                  data_prefix=dict(img_path='images/'), pipeline=edit_pipeline)
+edit_val = dict(edit_train, ann_file='annotations/edits_val.jsonl', test_mode=True)
+
+train_dataloader = dict(dataset=dict(
+    datasets=[{{_base_.vqa_train}}, gen_train, edit_train], ratios=[1.0, 1.0, 1.0]))
+val_dataloader = dict(dataset=dict(datasets=[{{_base_.vqa_val}}, gen_val, edit_val]))
+test_dataloader = val_dataloader
+val_evaluator = [dict(type='VQAMetric', tasks='vqa'), dict(type='ShapesGenerationMetric')]
+test_evaluator = val_evaluator

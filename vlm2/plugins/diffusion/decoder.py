@@ -1,0 +1,334 @@
+"""Text-to-image ([GEN]) and instruction editing ([EDIT]) decoders driven by the super link.
+
+Both are Stable Diffusion v1.5 style (diffusers' ``UNet2DConditionModel``, an optional
+``AutoencoderKL`` and a noise scheduler) conditioned on the super link: the 64 query states
+go through :class:`SuperLinkConditioner` to the 77 × ``cross_attention_dim`` sequence that
+replaces CLIP's text embeddings. Editing is InstructPix2Pix style: the UNet also reads the
+source image's latent, concatenated to the noisy latent on the channels (4 + 4 = 8 with
+SD's VAE).
+"""
+import base64
+from typing import Optional
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from torch import Tensor
+
+from vlm2.models import BaseTaskDecoder
+from vlm2.registry import MODELS
+from vlm2.structures import LinkedPhrases, VLMDataSample
+from .builders import (FrozenTextEncoder, build_scheduler, build_unet, build_vae,
+                       expand_conv_in, sampler_class)
+from .conditioner import SuperLinkConditioner
+from .transforms import load_rgb, square_image, to_tensor
+
+
+class DiffusionDecoder(BaseTaskDecoder):
+    """Shared machinery of the [GEN] and [EDIT] decoders.
+
+    Reads ``target_image`` (uint8 (3, H, W), training), ``source_image`` (editing; at
+    inference it falls back to the sample's own image ``img_path``) and the text field
+    :attr:`text_field` (for the alignment loss). Writes ``pred_image`` (uint8 H×W×3 RGB).
+
+    Args:
+        llm_hidden_size: the LLM width (given by the super link).
+        unet: ``dict(pretrained=folder, subfolder='unet')`` or ``dict(config=dict(...))``.
+        scheduler: the training noise scheduler (``dict(type='DDPMScheduler', ...)``, or
+            with ``pretrained=`` and ``subfolder='scheduler'``).
+        sampler: the inference scheduler class, ``'DDIMScheduler'`` or
+            ``'DPMSolverMultistepScheduler'``, built from the training scheduler's config.
+        vae: an ``AutoencoderKL`` config (frozen); None runs in pixel space.
+        pixel_patch: in pixel space, the image is folded into ``pixel_patch``² times more
+            channels at a ``pixel_patch`` times smaller side (``pixel_unshuffle``), so a UNet
+            works on 64 px pictures at the cost of 32 px ones.
+        image_size: the side of generated images (pixels).
+        train_unet: whether the UNet trains (paper: frozen for generation, trained for
+            editing, with pretrained weights).
+        text_encoder: ``dict(pretrained=folder)`` of a frozen CLIP text encoder; when given,
+            ``align_weight`` × MSE(condition, its caption embedding) is added.
+        cond_dropout: probability that a training sample's condition is replaced by the
+            learned null condition (classifier-free guidance).
+        conditioner: ``num_tokens`` (77), ``num_heads``, ``ffn_ratio`` of the conditioner.
+        test_cfg: ``num_steps``, ``guidance_scale`` (text), ``image_guidance_scale``
+            (editing), ``seed``; each can be overridden per call of :meth:`generate`.
+    """
+
+    num_queries = 64
+    uses_source = False
+    text_field = 'caption'
+    writes = ('pred_image',)
+
+    def __init__(self, llm_hidden_size: int, unet: dict, scheduler: dict,
+                 sampler: str = 'DDIMScheduler', vae: Optional[dict] = None,
+                 pixel_patch: int = 1, image_size: int = 512, train_unet: bool = True,
+                 text_encoder: Optional[dict] = None, align_weight: float = 0.1,
+                 cond_dropout: float = 0.1, conditioner: Optional[dict] = None,
+                 test_cfg: Optional[dict] = None, routing_tokens=None,
+                 num_queries: Optional[int] = None, init_cfg: Optional[dict] = None,
+                 key: Optional[str] = None) -> None:
+        super().__init__(llm_hidden_size, routing_tokens, num_queries, init_cfg)
+        key = key or f'model.super_link.decoders.<{type(self).__name__}>'
+        self.unet = build_unet(unet, f'{key}.unet')
+        self.vae = build_vae(vae, f'{key}.vae')
+        self.scheduler = build_scheduler(scheduler, f'{key}.scheduler')
+        self.sampler_cls = sampler_class(sampler, f'{key}.sampler')
+        self.image_size = image_size
+        self.pixel_patch = pixel_patch
+        if self.vae is not None:
+            self.latent_channels = self.vae.config.latent_channels
+            self.latent_size = image_size // 2 ** (len(self.vae.config.block_out_channels) - 1)
+        else:
+            if image_size % pixel_patch:
+                raise ValueError(f'{key}.pixel_patch={pixel_patch} must divide image_size')
+            self.latent_channels = 3 * pixel_patch ** 2
+            self.latent_size = image_size // pixel_patch
+        in_channels = self.latent_channels * (2 if self.uses_source else 1)
+        if self.unet.config.in_channels != in_channels:
+            if 'pretrained' in unet and self.unet.config.in_channels < in_channels:
+                expand_conv_in(self.unet, in_channels)
+            else:
+                raise ValueError(f'{key}.unet: in_channels must be {in_channels} '
+                                 f'({self.latent_channels} latent channels'
+                                 f'{" × 2 with the source" if self.uses_source else ""}), got '
+                                 f'{self.unet.config.in_channels}')
+        if self.unet.config.out_channels != self.latent_channels:
+            raise ValueError(f'{key}.unet: out_channels must be {self.latent_channels}, got '
+                             f'{self.unet.config.out_channels}')
+        self.unet.requires_grad_(train_unet)
+        width = self.unet.config.cross_attention_dim
+        self.conditioner = SuperLinkConditioner(llm_hidden_size, width, **(conditioner or {}))
+        self.text_encoder = None
+        if text_encoder is not None:
+            self.text_encoder = FrozenTextEncoder(key=f'{key}.text_encoder', **text_encoder)
+            if self.text_encoder.width != width:
+                raise ValueError(f'{key}.text_encoder: its width {self.text_encoder.width} '
+                                 f'differs from the UNet\'s cross_attention_dim {width}')
+        self.align_weight = align_weight
+        self.cond_dropout = cond_dropout
+        self.test_cfg = {'num_steps': 20, 'guidance_scale': 3.0, 'image_guidance_scale': 1.5,
+                         'seed': 0, **(test_cfg or {})}
+
+    # ---- images <-> latents ---------------------------------------------------------------
+    def encode(self, images: Tensor) -> Tensor:
+        """uint8 (B, 3, H, W) → latents (B, C, h, w)."""
+        x = images.to(self.unet.device, torch.float32) / 127.5 - 1
+        if self.vae is None:
+            return F.pixel_unshuffle(x, self.pixel_patch) if self.pixel_patch > 1 else x
+        with torch.no_grad():
+            return self.vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """latents → uint8 (B, H, W, 3)."""
+        latents = latents.float()
+        if self.vae is None:
+            x = F.pixel_shuffle(latents, self.pixel_patch) if self.pixel_patch > 1 else latents
+        else:
+            x = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+    # ---- the super link's states ---------------------------------------------------------
+    def _states(self, phrases: list[LinkedPhrases], training: bool) -> Tensor:
+        """One phrase per sample, (B, num_queries, hidden); a training sample must have
+        exactly one, extra phrases at inference are counted and ignored."""
+        out, extra = [], 0
+        for i, p in enumerate(phrases):
+            states = p.select(*self.routing_tokens)
+            if len(states) != 1 and (training or len(states) == 0):
+                raise ValueError(f'{type(self).__name__}: sample {i} of the batch has '
+                                 f'{len(states)} {"/".join(self.routing_tokens)} phrases; a '
+                                 'training sample has exactly one image to make')
+            extra += len(states) - 1
+            out.append(states[0])
+        if extra:
+            print_log(f'{type(self).__name__}: {extra} extra phrases ignored (one image per '
+                      'sample)', logger='current', level=30)
+        return torch.stack(out)
+
+    def _sources(self, data_samples: list[VLMDataSample], device) -> Optional[Tensor]:
+        if not self.uses_source:
+            return None
+        images = []
+        for s in data_samples:
+            img = s.get('source_image')
+            if img is None:
+                path = s.metainfo.get('img_path')
+                if not path:
+                    raise ValueError(f'{type(self).__name__}: sample '
+                                     f'{s.metainfo.get("sample_id")} has neither a '
+                                     'source_image nor an image to edit')
+                img = to_tensor(square_image(load_rgb(path), self.image_size))
+            images.append(torch.as_tensor(img))
+        return self.encode(torch.stack(images).to(device))
+
+    # ---- training --------------------------------------------------------------------------
+    def loss(self, phrases: list[LinkedPhrases],
+             data_samples: list[VLMDataSample]) -> dict[str, Tensor]:
+        cond = self.conditioner(self._states(phrases, training=True))
+        batch, device = cond.shape[0], cond.device
+        losses = {}
+        if self.text_encoder is not None:
+            texts = [str(s.get(self.text_field, '')) for s in data_samples]
+            losses['loss_align'] = self.align_weight * F.mse_loss(
+                cond.float(), self.text_encoder(texts).to(device).float())
+        drop = torch.rand(batch, device=device) < self.cond_dropout
+        cond = torch.where(drop[:, None, None], self.conditioner.unconditional(batch).to(
+            cond.dtype), cond)
+        for i, s in enumerate(data_samples):
+            if s.get('target_image') is None:
+                raise ValueError(f'{type(self).__name__}: sample {s.metainfo.get("sample_id")} '
+                                 'has no target_image (add LoadDiffusionImages to the pipeline '
+                                 'and "target_image" to PackVLMInputs.fields)')
+        target = self.encode(torch.stack([torch.as_tensor(s.target_image)
+                                          for s in data_samples]))
+        noise = torch.randn_like(target)
+        steps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch,),
+                              device=device)
+        noisy = self.scheduler.add_noise(target, noise, steps)
+        source = self._sources(data_samples, device)
+        if source is not None:
+            noisy = torch.cat([noisy, self._drop_source(source)], dim=1)
+        pred = self.unet(noisy, steps, encoder_hidden_states=cond).sample
+        if self.scheduler.config.prediction_type == 'v_prediction':
+            goal = self.scheduler.get_velocity(target, noise, steps)
+        else:
+            goal = noise
+        losses['loss_diffusion'] = F.mse_loss(pred.float(), goal.float())
+        return losses
+
+    def _drop_source(self, source: Tensor) -> Tensor:
+        return source
+
+    # ---- inference ---------------------------------------------------------------------------
+    def predict(self, phrases: list[LinkedPhrases],
+                data_samples: list[VLMDataSample]) -> list[VLMDataSample]:
+        with torch.no_grad():
+            cond = self.conditioner(self._states(phrases, training=False))
+            images = self.generate(cond, self._sources(data_samples, cond.device))
+        for s, img in zip(data_samples, images.cpu().numpy()):
+            s.pred_image = img
+        return data_samples
+
+    @torch.no_grad()
+    def generate(self, cond: Tensor, source: Optional[Tensor] = None,
+                 num_steps: Optional[int] = None, guidance_scale: Optional[float] = None,
+                 image_guidance_scale: Optional[float] = None,
+                 seed: Optional[int] = None) -> Tensor:
+        """Sample images (uint8 (B, H, W, 3)) for conditions (B, 77, width).
+
+        The initial noise comes from a CPU ``torch.Generator`` seeded with ``seed`` for the
+        whole batch, and DDIM (eta 0) / DPM-Solver steps are deterministic, so the same seed,
+        batch and conditions give bit-identical images.
+        """
+        cfg = self.test_cfg
+        num_steps = num_steps or cfg['num_steps']
+        scales = (cfg['guidance_scale'] if guidance_scale is None else guidance_scale,
+                  cfg['image_guidance_scale'] if image_guidance_scale is None
+                  else image_guidance_scale)
+        seed = cfg['seed'] if seed is None else seed
+        sampler = self.sampler_cls.from_config(self.scheduler.config)
+        sampler.set_timesteps(num_steps, device=cond.device)
+        gen = torch.Generator().manual_seed(int(seed))
+        shape = (cond.shape[0], self.latent_channels, self.latent_size, self.latent_size)
+        latents = (torch.randn(shape, generator=gen) * sampler.init_noise_sigma).to(cond.device)
+        null = self.conditioner.unconditional(cond.shape[0]).to(cond.dtype)
+        for t in sampler.timesteps:
+            x = sampler.scale_model_input(latents, t)
+            eps = self.guided_noise(x, t, cond, null, source, *scales)
+            latents = sampler.step(eps, t, latents).prev_sample
+        return self.decode(latents)
+
+    def _unet(self, x: Tensor, t, cond: Tensor, source: Optional[Tensor]) -> Tensor:
+        if source is not None:
+            x = torch.cat([x, source], dim=1)
+        steps = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        return self.unet(x, steps, encoder_hidden_states=cond).sample
+
+    def guided_noise(self, x: Tensor, t, cond: Tensor, null: Tensor, source: Optional[Tensor],
+                     text_scale: float, image_scale: float) -> Tensor:
+        """Classifier-free guidance; a scale of 1.0 skips the unconditional pass."""
+        if text_scale == 1.0:
+            return self._unet(x, t, cond, source)
+        both = self._unet(torch.cat([x, x]), t, torch.cat([null, cond]),
+                          None if source is None else torch.cat([source, source]))
+        uncond, conditional = both.chunk(2)
+        return uncond + text_scale * (conditional - uncond)
+
+    # ---- results ---------------------------------------------------------------------------
+    def format_results(self, data_sample: VLMDataSample) -> dict:
+        img = data_sample.get('pred_image')
+        if img is None:
+            return {}
+        ok, png = cv2.imencode('.png', cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2BGR))
+        return dict(task=self.routing_tokens[0], size=list(img.shape[:2]),
+                    num_steps=self.test_cfg['num_steps'], seed=self.test_cfg['seed'],
+                    png_base64=base64.b64encode(png.tobytes()).decode('ascii') if ok else None)
+
+    def draw(self, image: np.ndarray, data_sample: VLMDataSample) -> Optional[np.ndarray]:
+        """The generated image (for edits: the source, then the edited image)."""
+        img = data_sample.get('pred_image')
+        if img is None:
+            return None
+        img = np.asarray(img)
+        if not self.uses_source or image is None:
+            return img
+        src = square_image(np.asarray(image), img.shape[0])
+        gap = np.full((img.shape[0], max(2, img.shape[0] // 16), 3), 255, np.uint8)
+        return np.concatenate([src, gap, img], axis=1)
+
+
+@MODELS.register_module()
+class TextToImageDecoder(DiffusionDecoder):
+    """Text-to-image through [GEN] (its own table of 64 queries). The UNet is frozen with
+    pretrained weights, as in the paper, unless ``train_unet=True``."""
+
+    routing_tokens = ('[GEN]',)
+    reads = ('target_image', 'caption')
+
+    def __init__(self, *args, unet: dict, train_unet: Optional[bool] = None,
+                 cond_dropout: float = 0.1, **kwargs) -> None:
+        if train_unet is None:
+            train_unet = 'pretrained' not in unet
+        super().__init__(*args, unet=unet, train_unet=train_unet, cond_dropout=cond_dropout,
+                         **kwargs)
+
+
+@MODELS.register_module()
+class ImageEditDecoder(DiffusionDecoder):
+    """InstructPix2Pix-style editing through [EDIT] (its own table of 64 queries): the UNet
+    reads the noisy latent and the source image's latent (8 channels with SD's VAE).
+
+    Args:
+        source_dropout: probability that a training sample's source latent is zeroed, so
+            image guidance has an image-free prediction (InstructPix2Pix: 0.05).
+    """
+
+    routing_tokens = ('[EDIT]',)
+    uses_source = True
+    text_field = 'instruction'
+    reads = ('target_image', 'source_image', 'instruction')
+
+    def __init__(self, *args, cond_dropout: float = 0.05, source_dropout: float = 0.05,
+                 **kwargs) -> None:
+        super().__init__(*args, cond_dropout=cond_dropout, **kwargs)
+        self.source_dropout = source_dropout
+
+    def _drop_source(self, source: Tensor) -> Tensor:
+        keep = torch.rand(source.shape[0], device=source.device) >= self.source_dropout
+        return source * keep[:, None, None, None].to(source.dtype)
+
+    def guided_noise(self, x: Tensor, t, cond: Tensor, null: Tensor, source: Optional[Tensor],
+                     text_scale: float, image_scale: float) -> Tensor:
+        """InstructPix2Pix guidance,
+        e(∅,∅) + s_I·(e(∅,I) − e(∅,∅)) + s_T·(e(T,I) − e(∅,I)) (e(text, image));
+        with s_I = 1.0 the image-free pass is skipped, with both 1.0 only e(T,I) runs."""
+        if image_scale == 1.0:
+            return super().guided_noise(x, t, cond, null, source, text_scale, image_scale)
+        no_source = torch.zeros_like(source)
+        out = self._unet(torch.cat([x, x, x]), t, torch.cat([cond, null, null]),
+                         torch.cat([source, source, no_source]))
+        full, image_only, neither = out.chunk(3)
+        return neither + image_scale * (image_only - neither) + text_scale * (full - image_only)
+
