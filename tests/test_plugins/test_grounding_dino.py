@@ -1,0 +1,406 @@
+"""The perception plugin: shared query table, gradients, phrase slots, batching, adapters."""
+import copy
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+from PIL import Image
+
+from conftest import tiny_model_cfg
+
+init_default_scope('vlm2')
+from vlm2.plugins.grounding_dino import (CocoInstancesDataset, PhraseSlots,  # noqa: E402
+                                         RefCocoDataset, RECMetric, RESMetric)
+from vlm2.registry import MODELS  # noqa: E402
+
+SIZE = 32
+# non-contiguous category ids, names in the test tokenizer's words
+CATEGORIES = [dict(id=2, name='circle'), dict(id=5, name='square'), dict(id=9, name='cat')]
+D = 256  # Grounding DINO's text width (its text positions are hard-wired to 256)
+DETECTOR = dict(
+    num_queries=6, with_box_refine=True, as_two_stage=True, num_feature_levels=2,
+    data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=16),
+    backbone=dict(type='ResNet', depth=18, base_channels=8, num_stages=3, strides=(1, 2, 2),
+                  dilations=(1, 1, 1), out_indices=(0, 1, 2), norm_eval=False),
+    neck=dict(type='ChannelMapper', in_channels=[16, 32], kernel_size=1, out_channels=D,
+              act_cfg=None, norm_cfg=dict(type='GN', num_groups=32), num_outs=2),
+    encoder=dict(num_layers=1,
+                 layer_cfg=dict(self_attn_cfg=dict(embed_dims=D, num_levels=2, num_points=2),
+                                ffn_cfg=dict(embed_dims=D, feedforward_channels=32)),
+                 text_layer_cfg=dict(self_attn_cfg=dict(num_heads=4, embed_dims=D),
+                                     ffn_cfg=dict(embed_dims=D, feedforward_channels=32)),
+                 fusion_layer_cfg=dict(v_dim=D, l_dim=D, embed_dim=32, num_heads=4)),
+    decoder=dict(num_layers=1, return_intermediate=True, post_norm_cfg=None,
+                 layer_cfg=dict(self_attn_cfg=dict(embed_dims=D, num_heads=4),
+                                cross_attn_text_cfg=dict(embed_dims=D, num_heads=4),
+                                cross_attn_cfg=dict(embed_dims=D, num_levels=2, num_points=2),
+                                ffn_cfg=dict(embed_dims=D, feedforward_channels=32))),
+    positional_encoding=dict(num_feats=D // 2, normalize=True, offset=0.0, temperature=20),
+    bbox_head=dict(type='VLM2PhraseGroundingHead', num_classes=256, pixel_in_channels=8,
+                   num_points=64, contrastive_cfg=dict(max_text_len=256, log_scale='auto',
+                                                       bias=True),
+                   loss_cls=dict(type='FocalLoss', use_sigmoid=True, loss_weight=2.0),
+                   loss_bbox=dict(type='L1Loss', loss_weight=5.0),
+                   loss_iou=dict(type='GIoULoss', loss_weight=2.0)),
+    dn_cfg=dict(label_noise_scale=0.5, box_noise_scale=1.0,
+                group_cfg=dict(dynamic=True, num_groups=None, num_dn_queries=6)),
+    train_cfg=dict(
+        assigner=dict(type='HungarianAssigner', match_costs=[
+            dict(type='BinaryFocalLossCost', weight=2.0),
+            dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
+            dict(type='IoUCost', iou_mode='giou', weight=2.0)]),
+        mask_assigner=dict(type='HungarianAssigner', match_costs=[
+            dict(type='BinaryFocalLossCost', weight=2.0),
+            dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
+            dict(type='IoUCost', iou_mode='giou', weight=2.0),
+            dict(type='CrossEntropyLossCost', use_sigmoid=True, weight=5.0),
+            dict(type='DiceCost', pred_act=True, eps=1.0, weight=5.0)])),
+    test_cfg=dict(max_per_img=10))
+DECODER = dict(type='GroundingDINODecoder', detector=DETECTOR,
+               max_per_img=dict(default=10, rec=1, res=1))
+
+
+def write_fixture(root, annotations=None, images=None):
+    """A COCO instances file (polygons, RLE, iscrowd, an empty image, a box partly outside and
+    a degenerate one), refer-style refs, and the PNGs they name."""
+    (root / 'images').mkdir(exist_ok=True)
+    images = images or [dict(id=11, file_name='a.png', width=SIZE, height=SIZE),
+                        dict(id=12, file_name='b.png', width=SIZE, height=SIZE),
+                        dict(id=13, file_name='empty.png', width=SIZE, height=SIZE)]
+    rng = np.random.default_rng(0)
+    for img in images:
+        Image.fromarray(rng.integers(0, 255, (img['height'], img['width'], 3),
+                                     dtype=np.uint8)).save(root / 'images' / img['file_name'])
+    square = [[4, 4, 14, 4, 14, 14, 4, 14]]
+    rle = dict(size=[SIZE, SIZE], counts=[SIZE * 18 + 20] + [10, SIZE - 10] * 9 + [10]
+               + [SIZE * SIZE - (SIZE * 18 + 20) - 10 * 10 - (SIZE - 10) * 9])
+    annotations = annotations if annotations is not None else [
+        dict(id=1, image_id=11, category_id=5, bbox=[4, 4, 10, 10], segmentation=square,
+             area=100, iscrowd=0),
+        dict(id=2, image_id=11, category_id=9, bbox=[18, 20, 10, 10], segmentation=rle,
+             area=100, iscrowd=0),
+        dict(id=3, image_id=12, category_id=2, bbox=[20, 20, 20, 8],  # partly outside
+             segmentation=[[20, 20, 31, 20, 31, 27, 20, 27]], area=88, iscrowd=0),
+        dict(id=4, image_id=12, category_id=2, bbox=[40, 40, 5, 5],  # outside: degenerate
+             segmentation=[[40, 40, 45, 40, 45, 45]], area=10, iscrowd=0),
+        dict(id=5, image_id=12, category_id=5, bbox=[2, 2, 8, 8], iscrowd=1, area=64,
+             segmentation=[[2, 2, 10, 2, 10, 10, 2, 10]])]
+    coco = dict(images=images, annotations=annotations, categories=CATEGORIES)
+    (root / 'instances.json').write_text(json.dumps(coco))
+    refs = [dict(ref_id=0, ann_id=1, image_id=11, split='val', category_id=5, sentences=[
+        dict(sent='the blue square', sent_id=0), dict(sent='the square', sent_id=1)])]
+    (root / 'refs.json').write_text(json.dumps(refs))
+    return root
+
+
+def det_pipeline(train, token='[DET]'):
+    return [dict(type='LoadImageIfAny'),
+            dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
+            dict(type='PhraseSlots', routing_token=token, shuffle=train, num_negatives=1),
+            dict(type='DynamicTiles', tile_size=SIZE, max_tiles=1),
+            dict(type='mmdet.Resize', scale=(SIZE, SIZE), keep_ratio=True),
+            dict(type='PackDecoderInputs'),
+            dict(type='PackVLMInputs', fields=('det_inputs', 'det_sample', 'phrase_names'))]
+
+
+def ref_pipeline(token='[GRD]'):
+    return [dict(type='LoadImageIfAny'),
+            dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
+            dict(type='ReferringPrompt', routing_token=token, shuffle=False),
+            dict(type='DynamicTiles', tile_size=SIZE, max_tiles=1),
+            dict(type='mmdet.Resize', scale=(SIZE, SIZE), keep_ratio=True),
+            dict(type='PackDecoderInputs'),
+            dict(type='PackVLMInputs', fields=('det_inputs', 'det_sample', 'phrase_names',
+                                               'gt_bbox', 'gt_segm'))]
+
+
+def coco(root, train=True, **kw):
+    return CocoInstancesDataset(ann_file=str(root / 'instances.json'),
+                                data_prefix=dict(img_path=str(root / 'images')),
+                                pipeline=det_pipeline(train), **kw)
+
+
+@pytest.fixture
+def fixture(tmp_path):
+    return write_fixture(tmp_path)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_model_cfg(decoders=dict(perception=copy.deepcopy(DECODER))))
+    model.init_weights()  # as the runner does
+    return model
+
+
+def test_det_seg_grd_share_one_table(model):
+    link = model.super_link
+    assert list(link.queries) == ['perception']
+    assert link.queries['perception'].num_embeddings == 4
+    assert {link.token_owner[t] for t in ('[DET]', '[SEG]', '[GRD]')} == {'perception'}
+    ids = model.tokenizer.convert_tokens_to_ids
+    emb = ids('[EMB]')
+    row = [ids('circle')]
+    for token in ('[DET]', '[SEG]', '[GRD]'):
+        row += [ids(token)] + [emb] * 4
+    input_ids = torch.tensor([row])
+    embeds = link.embed_queries(input_ids, torch.zeros(1, len(row), 64))
+    table = link.queries['perception'].weight
+    for start in (2, 7, 12):  # the three runs of [EMB]
+        assert torch.equal(embeds[0, start:start + 4], table)
+
+
+def test_detection_loss_reaches_query_table_and_llm(model, fixture):
+    samples = [coco(fixture)[i] for i in range(2)] + \
+        [RefCocoDataset(ann_file=str(fixture / 'refs.json'), instances_file=str(
+            fixture / 'instances.json'), data_prefix=dict(img_path=str(fixture / 'images')),
+            pipeline=ref_pipeline())[0]]
+    data = model.data_preprocessor(pseudo_collate(samples), True)
+    losses = model.loss(**data)
+    decoder_loss = sum(v for k, v in losses.items() if k.startswith('perception.'))
+    for key in ('loss_cls', 'loss_bbox', 'loss_iou', 'dn_loss_cls', 'loss_mask', 'loss_dice'):
+        assert torch.isfinite(losses[f'perception.{key}'])
+    model.zero_grad()
+    decoder_loss.backward()
+    assert model.super_link.queries['perception'].weight.grad.abs().sum() > 0
+    llm_grads = [p.grad for n, p in model.llm.named_parameters() if 'layers.0.' in n]
+    assert any(g is not None and g.abs().sum() > 0 for g in llm_grads)
+    assert model.super_link.decoders['perception'].phrase_mlp.layers[0].weight.grad is not None
+
+
+def test_phrase_slots_shuffle_and_negatives():
+    classes = ['circle', 'square', 'cat', 'dog', 'red', 'blue']
+    labels = np.array([2, 4, 2, 0])
+    orders = set()
+    for seed in range(20):
+        random.seed(seed)
+        t = PhraseSlots(routing_token='[SEG]', num_negatives=2, shuffle=True)
+        out = t(dict(classes=classes, gt_bboxes_labels=labels.copy(), sample_id='x'))
+        names = out['phrase_names']
+        assert len(names) == 5 and len(set(names)) == 5  # 3 positives + 2 negatives
+        assert {'cat', 'red', 'circle'} <= set(names)
+        # every target's slot names its class
+        assert [names[s] for s in out['gt_bboxes_labels']] == [classes[c] for c in labels]
+        assert [classes[c] for c in out['phrase_classes']] == names
+        assert out['conversation'][1]['value'] == ', '.join(f'{n}[SEG]' for n in names)
+        assert ', '.join(names) in out['conversation'][0]['value']
+        orders.add(tuple(names))
+    assert len(orders) > 5  # shuffled
+    test = PhraseSlots(shuffle=False)(dict(classes=classes, gt_bboxes_labels=labels.copy()))
+    assert test['phrase_names'] == classes and list(test['gt_bboxes_labels']) == [2, 4, 2, 0]
+
+
+def test_phrase_slots_over_capacity_drop_and_count():
+    random.seed(0)
+    t = PhraseSlots(max_phrases=2, num_negatives=0)
+    out = t(dict(classes=['a', 'b', 'c'], gt_bboxes_labels=np.array([0, 1, 2, 2]),
+                 gt_bboxes=np.zeros((4, 4)), gt_ignore_flags=np.zeros(4, bool)))
+    assert len(out['phrase_names']) == 2 and len(out['gt_bboxes']) == 4 - t.dropped
+    assert t.dropped in (1, 2)
+    assert [out['phrase_names'][s] for s in out['gt_bboxes_labels']] == \
+        [n for n in 'abcc' if n in out['phrase_names']]
+
+
+def test_pipeline_remaps_labels_to_slots(fixture):
+    random.seed(3)
+    ds = coco(fixture)
+    for _ in range(5):
+        sample = ds[0]['data_samples']
+        names = sample.phrase_names
+        gt = sample.det_sample.gt_instances
+        # image 11 holds a square (id 5) and a cat (id 9)
+        assert sorted(names[i] for i in gt.labels.tolist()) == ['cat', 'square']
+        assert len(names) == 3  # 2 positives + 1 negative
+        assert gt.masks.masks.shape == (2, SIZE, SIZE)
+
+
+def test_batched_prediction_matches_per_sample(model, fixture):
+    model.eval()
+    model.test_cfg['routing'] = 'forced'
+    samples = [coco(fixture, train=False, test_mode=True)[0],
+               RefCocoDataset(ann_file=str(fixture / 'refs.json'),
+                              instances_file=str(fixture / 'instances.json'),
+                              data_prefix=dict(img_path=str(fixture / 'images')),
+                              pipeline=ref_pipeline(), task='rec')[1],
+               coco(fixture, train=False, test_mode=True)[1]]
+
+    def predict(batch):
+        with torch.no_grad():
+            return model.predict(**model.data_preprocessor(pseudo_collate(copy.deepcopy(batch)),
+                                                           False))
+    batched = predict(samples)
+    assert [len(s.pred_instances) for s in batched] == [10, 1, 10]
+    assert batched[1].pred_instances.label_names == ['the square']
+    for sample, out in zip(samples, batched):
+        single = predict([sample])[0].pred_instances
+        ours = out.pred_instances
+        assert torch.allclose(single.scores, ours.scores, atol=1e-5)
+        # the same (phrase, box, mask) at each score; near-ties may swap places
+        for i in range(len(single)):
+            j = int(((ours.scores - single.scores[i]).abs() + 10 * (
+                ours.labels != single.labels[i]) + (ours.bboxes - single.bboxes[i]).abs().sum(
+                    1)).argmin())
+            assert ours.labels[j] == single.labels[i]
+            assert torch.allclose(ours.bboxes[j], single.bboxes[i], atol=1e-3)
+            assert (ours.masks[j] != single.masks[i]).float().mean() < 1e-2
+    formatted = model.super_link.decoders['perception'].format_results(batched[0])
+    assert len(formatted['masks']) == 10 and formatted['phrases'][0] in ('circle', 'square', 'cat')
+    json.dumps(formatted)
+    decoder = model.super_link.decoders['perception']
+    decoder.draw_score_thr = 0.0
+    picture = decoder.draw(np.full((SIZE, SIZE, 3), 255, np.uint8), batched[0])
+    assert picture.shape == (SIZE, SIZE, 3) and (picture != 255).any()
+
+
+def test_adapter_clips_drops_and_keeps_empty_images(fixture):
+    ds = coco(fixture)
+    ds.full_init()
+    assert ds.num_degenerate == 1
+    assert ds.metainfo['classes'] == ('circle', 'square', 'cat')
+    infos = {d['img_id']: d for d in (ds.get_data_info(i) for i in range(len(ds)))}
+    assert infos[13]['instances'] == []  # image without annotations kept
+    partly, crowd = infos[12]['instances']
+    assert partly['bbox'] == [20, 20, SIZE, 28] and partly['bbox_label'] == 0
+    assert crowd['ignore_flag'] == 1 and crowd['bbox_label'] == 1
+    assert infos[11]['instances'][1]['bbox_label'] == 2  # category id 9 → label 2
+
+
+@pytest.mark.parametrize('segmentation', [[[1, 2, 3]], 'not a mask', dict(counts='x')])
+def test_corrupt_segmentation_names_the_annotation(tmp_path, segmentation):
+    write_fixture(tmp_path, annotations=[
+        dict(id=1, image_id=11, category_id=5, bbox=[4, 4, 10, 10], iscrowd=0,
+             segmentation=[[4, 4, 14, 4, 14, 14]]),
+        dict(id=77, image_id=11, category_id=5, bbox=[4, 4, 10, 10], iscrowd=0,
+             segmentation=segmentation)])
+    with pytest.raises(ValueError, match=r'instances\.json: annotation id=77 .*corrupt'):
+        coco(tmp_path).full_init()
+
+
+def test_unknown_image_id_names_the_annotation(tmp_path):
+    write_fixture(tmp_path, annotations=[
+        dict(id=31, image_id=404, category_id=5, bbox=[4, 4, 10, 10], iscrowd=0,
+             segmentation=[[4, 4, 14, 4, 14, 14]])])
+    with pytest.raises(ValueError, match=r'annotation id=31 refers to unknown image id 404'):
+        coco(tmp_path).full_init()
+
+
+def test_rec_and_res_metrics():
+    box = torch.tensor([[0., 0., 10., 10.], [20., 20., 30., 30.]])
+    mask = torch.zeros(2, 32, 32, dtype=torch.bool)
+    mask[0, :10, :10] = True
+    hit = dict(task='rec', gt_bbox=[1, 1, 10, 10],
+               pred_instances=dict(bboxes=box, scores=torch.tensor([0.9, 0.1])))
+    miss = dict(task='rec', gt_bbox=[1, 1, 10, 10],
+                pred_instances=dict(bboxes=box, scores=torch.tensor([0.1, 0.9])))
+    rec = RECMetric()
+    rec.process({}, [hit, miss, dict(task='det')])
+    assert rec.compute_metrics(rec.results)['precision@0.5'] == 0.5
+    res = RESMetric()
+    gt = [[0, 0, 5, 0, 5, 10, 0, 10]]  # the left half of the predicted square
+    res.process({}, [dict(task='res', gt_segm=gt, det_sample=dict(ori_shape=(32, 32)),
+                          pred_instances=dict(masks=mask, scores=torch.tensor([0.9, 0.1])))])
+    out = res.compute_metrics(res.results)
+    assert 0.4 < out['cIoU'] < 0.65 and out['cIoU'] == pytest.approx(out['gIoU'])
+
+
+def test_coco_metric_maps_phrases_to_category_ids(fixture):
+    from vlm2.plugins.grounding_dino import PhraseCocoMetric
+    from vlm2.plugins.grounding_dino.metrics import decode_segm
+    data = json.loads((fixture / 'instances.json').read_text())
+    data['annotations'] = [a for a in data['annotations'] if a['id'] in (1, 2, 5)]
+    data['annotations'].append(dict(id=6, image_id=12, category_id=2, bbox=[16, 16, 10, 8],
+                                    segmentation=[[16, 16, 26, 16, 26, 24, 16, 24]], iscrowd=0,
+                                    area=80))
+    (fixture / 'instances.json').write_text(json.dumps(data))
+    metric = PhraseCocoMetric(ann_file=str(fixture / 'instances.json'), tasks='det')
+    for img_id in (11, 12, 13):
+        anns = [a for a in data['annotations'] if a['image_id'] == img_id and not a['iscrowd']]
+        names = {c['id']: c['name'] for c in CATEGORIES}
+        boxes = torch.tensor([[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],
+                               a['bbox'][1] + a['bbox'][3]] for a in anns]).reshape(-1, 4)
+        masks = torch.from_numpy(np.stack([decode_segm(a['segmentation'], SIZE, SIZE)
+                                           for a in anns] or [np.zeros((SIZE, SIZE))])).bool()
+        pred = dict(bboxes=boxes.float(), scores=torch.ones(len(anns)),
+                    labels=torch.zeros(len(anns), dtype=torch.long), masks=masks[:len(anns)],
+                    label_names=[names[a['category_id']] for a in anns])
+        metric.process({}, [dict(task='det', det_sample=dict(img_id=img_id,
+                                                             ori_shape=(SIZE, SIZE)),
+                                 pred_instances=pred)])
+    out = metric.compute_metrics(metric.results)
+    assert out['bbox_mAP'] == 1.0 and out['segm_mAP'] == 1.0
+
+
+def test_crowdhuman_adapter_and_metric(tmp_path):
+    from vlm2.plugins.grounding_dino import CrowdHumanDataset, PhraseCrowdHumanMetric
+    def box(tag, fbox, **extra):  # full, visible and head boxes, as the real files have
+        return dict(tag=tag, fbox=fbox, vbox=fbox, hbox=fbox[:2] + [5, 5], extra=extra,
+                    head_attr={})
+    records = [dict(ID='img1', gtboxes=[
+        box('person', [10, 10, 20, 40], ignore=0), box('person', [50, 10, 20, 40], ignore=1),
+        box('mask', [80, 10, 10, 10], ignore=1)]),
+        dict(ID='img2', gtboxes=[box('person', [5 + 40 * k, 5, 30, 60]) for k in range(9)])]
+    odgt = tmp_path / 'annotation_val.odgt'
+    odgt.write_text('\n'.join(json.dumps(r) for r in records))
+    ds = CrowdHumanDataset(ann_file=str(odgt), data_prefix=dict(img_path='Images'),
+                           pipeline=[], lazy_init=False)
+    info = ds.get_data_info(0)
+    assert info['img_path'] == 'Images/img1.jpg' and info['classes'] == ('person',)
+    assert [i['ignore_flag'] for i in info['instances']] == [0, 1, 1]
+    assert ds.num_degenerate == 0
+    assert info['instances'][0]['bbox'] == [10, 10, 30, 50]
+    metric = PhraseCrowdHumanMetric(ann_file=str(odgt))
+    preds = dict(img1=[[10., 10., 30., 50.]],
+                 img2=[[5. + 40 * k, 5., 35. + 40 * k, 65.] for k in range(9)])
+    for rec, boxes in preds.items():
+        metric.process({}, [dict(task='crowd', det_sample=dict(img_id=rec, ori_shape=(100, 400)),
+                                 pred_instances=dict(bboxes=torch.tensor(boxes),
+                                                     scores=torch.linspace(0.9, 0.5, len(boxes))))])
+    out = metric.compute_metrics(metric.results)
+    # all 10 persons found, no false positive; mmdet integrates AP from the first detection's
+    # recall (0.1), so a perfect list scores 0.9
+    assert out['recall'] == 1.0 and out['mAP'] == pytest.approx(0.9) and out['mMR'] < 0.1
+    records[0]['gtboxes'].append(box('person', [0, 0, 0, 5]))
+    odgt.write_text('\n'.join(json.dumps(r) for r in records))
+    ds = CrowdHumanDataset(ann_file=str(odgt), pipeline=[], lazy_init=False)
+    assert ds.num_degenerate == 1 and len(ds.get_data_info(0)['instances']) == 3
+    bad = tmp_path / 'bad.odgt'
+    bad.write_text(json.dumps(dict(ID='x', gtboxes=[dict(tag='person')])))
+    with pytest.raises(ValueError, match='bad.odgt line 1'):
+        CrowdHumanDataset(ann_file=str(bad), pipeline=[], lazy_init=False)
+
+
+def test_flip_swaps_left_and_right():
+    from vlm2.plugins.grounding_dino import FlipPhrases
+    out = FlipPhrases()(dict(flip=True, flip_direction='horizontal', phrase='the left circle',
+                             conversation=[{'from': 'human', 'value': 'Where is the circle '
+                                            'right of the leftmost square on the left?'}]))
+    assert out['phrase'] == 'the right circle'
+    assert out['conversation'][0]['value'] == \
+        'Where is the circle left of the leftmost square on the right?'
+
+
+def test_decoder_reads_its_own_image_at_inference(fixture):
+    """tools/infer.py packs only the MLLM's tiles: the decoder loads and resizes the image."""
+    cfg = copy.deepcopy(DECODER)
+    cfg['image_pipeline'] = [dict(type='LoadImageIfAny'),
+                             dict(type='mmdet.Resize', scale=(SIZE, SIZE), keep_ratio=True),
+                             dict(type='PackDecoderInputs')]
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_model_cfg(decoders=dict(perception=cfg))).eval()
+    model.test_cfg['routing'] = 'forced'
+    pipeline = [dict(type='LoadImageIfAny'), dict(type='DynamicTiles', tile_size=SIZE,
+                                                  max_tiles=1), dict(type='PackVLMInputs')]
+    from mmengine.dataset import Compose
+    item = Compose(pipeline)(dict(
+        img_path=str(fixture / 'images' / 'a.png'), sample_id='0', task='infer',
+        conversation=[{'from': 'human', 'value': '<image>\nPlease detect circle in the image.'},
+                      {'from': 'gpt', 'value': 'circle[DET]'}]))
+    with torch.no_grad():
+        out = model.test_step(pseudo_collate([item]))[0]
+    assert out.pred_instances.label_names[0] == 'circle'
+    assert out.pred_instances.masks.shape[1:] == (SIZE, SIZE)
