@@ -16,7 +16,7 @@ from vlm2.datasets import load_json_records
 from vlm2.structures import VLMDataSample
 
 
-def text_batches(encoder, ann_file: str, batch_size: int, steps: int):
+def text_batches(ann_file: str, batch_size: int, steps: int):
     records = load_json_records(ann_file)
     for s in range(steps):
         samples = []
@@ -44,7 +44,7 @@ def main() -> None:
     times = {'vlm2': 0.0, 'llava': 0.0}
     tokens = samples = 0
     max_diff = 0.0
-    for step, batch in enumerate(text_batches(ours.encoder, args.data, args.batch_size,
+    for step, batch in enumerate(text_batches(args.data, args.batch_size,
                                               args.warmup + args.steps)):
         data = ours.data_preprocessor(dict(inputs=[None] * len(batch), data_samples=batch), True)
         enc = ours.encoder.batch([s.conversation for s in batch], [0] * len(batch), False,

@@ -69,7 +69,7 @@ class ConversationEncoder:
                 self._cache[text] = ids
         return list(ids)
 
-    def _prompt(self, text: str, num_image_tokens: int, where: str) -> tuple[list[int], int]:
+    def _prompt(self, text: str, num_image_tokens: int) -> tuple[list[int], int]:
         pieces = text.split(self.image_placeholder)
         out = self._ids(pieces[0])
         for piece in pieces[1:]:
@@ -129,7 +129,7 @@ class ConversationEncoder:
                 prompt = tpl.system.format(system=system) + prompt
             elif i > 0:
                 prompt = tpl.sep + prompt
-            p_ids, n = self._prompt(prompt, num_image_tokens, where)
+            p_ids, n = self._prompt(prompt, num_image_tokens)
             images += n
             ids += p_ids
             labels += [IGNORE_INDEX] * len(p_ids)
