@@ -35,10 +35,13 @@ TINY_VAE = dict(config=dict(in_channels=3, out_channels=3, latent_channels=4,
                             up_block_types=('UpDecoderBlock2D', 'UpDecoderBlock2D'),
                             block_out_channels=(8, 16), norm_num_groups=4, sample_size=SIZE))
 NOISE = dict(type='DDPMScheduler', num_train_timesteps=100)
+# the tiny recipe's kind: v-prediction, cosine schedule, sampled from the last step
+V_NOISE = dict(NOISE, beta_schedule='squaredcos_cap_v2', prediction_type='v_prediction',
+               timestep_spacing='trailing')
 
 
-def decoders(edit_vae: bool = False) -> dict:
-    common = dict(scheduler=NOISE, image_size=SIZE, conditioner=dict(num_heads=2),
+def decoders(edit_vae: bool = False, noise: dict = NOISE) -> dict:
+    common = dict(scheduler=noise, image_size=SIZE, conditioner=dict(num_heads=2),
                   test_cfg=dict(num_steps=3, guidance_scale=3.0, image_guidance_scale=1.5))
     edit = dict(type='ImageEditDecoder', unet=tiny_unet(24, 12), pixel_patch=2, **common)
     if edit_vae:
@@ -47,11 +50,11 @@ def decoders(edit_vae: bool = False) -> dict:
                          **common), edit=edit)
 
 
-def build(edit_vae: bool = False, routing: str = 'forced'):
+def build(edit_vae: bool = False, routing: str = 'forced', noise: dict = NOISE):
     import vlm2.plugins.diffusion  # noqa: F401  registers the decoders
     init_default_scope('vlm2')
     torch.manual_seed(0)
-    cfg = tiny_model_cfg(decoders=decoders(edit_vae))
+    cfg = tiny_model_cfg(decoders=decoders(edit_vae, noise))
     cfg['tokenizer'] = dict(type='WordLevelTokenizer', words=WORDS)
     cfg['test_cfg'] = dict(routing=routing)
     return MODELS.build(cfg)
@@ -354,15 +357,20 @@ def test_tiny_recipe_builds_pixel_space_decoders_at_64px():
     assert img.shape == (1, 64, 64, 3)
 
 
+@pytest.mark.parametrize('noise', [NOISE, V_NOISE], ids=['epsilon', 'v_prediction'])
 @pytest.mark.parametrize('sampler', ['DDIMScheduler', 'DPMSolverMultistepScheduler'])
-def test_sampling_with_an_oracle_noise_predictor_returns_its_image(sampler):
+def test_sampling_with_an_oracle_noise_predictor_returns_its_image(sampler, noise):
     from vlm2.plugins.diffusion.builders import sampler_class
-    dec = build().super_link.decoders['gen']
+    dec = build(noise=noise).super_link.decoders['gen']
     dec.sampler_cls = sampler_class(sampler, 'sampler')
     image = torch.full((1, 3, SIZE, SIZE), 240, dtype=torch.uint8)
     image[:, 0, 2:9, 3:10], image[:, 1:, 2:9, 3:10] = 200, 30
     x0, alpha_bar = dec.encode(image), dec.scheduler.alphas_cumprod
-    dec._unet = lambda x, t, cond, source: (x - alpha_bar[int(t)].sqrt() * x0) / \
-        (1 - alpha_bar[int(t)]).sqrt()
+
+    def oracle(x, t, cond, source):
+        a = alpha_bar[int(t)]
+        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        return eps if noise is NOISE else a.sqrt() * eps - (1 - a).sqrt() * x0
+    dec._unet = oracle
     out = dec.generate(torch.zeros(1, 77, 16), num_steps=5, guidance_scale=1.0)
     assert (out[0].permute(2, 0, 1).int() - image[0].int()).abs().max() <= 1

@@ -1,11 +1,13 @@
 """The perception plugin: shared query table, gradients, phrase slots, batching, adapters."""
 import copy
 import json
+import os.path as osp
 import random
 
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from PIL import Image
@@ -13,9 +15,14 @@ from PIL import Image
 from conftest import tiny_model_cfg
 
 init_default_scope('vlm2')
-from vlm2.plugins.grounding_dino import (CocoInstancesDataset, PhraseSlots,  # noqa: E402
-                                         RefCocoDataset, RECMetric, RESMetric)
+from vlm2.plugins import grounding_dino  # noqa: E402
+from vlm2.plugins.grounding_dino import (CocoInstancesDataset, InteractiveSegDataset,  # noqa
+                                         InteractiveSegMetric, PhraseSlots, RefCocoDataset,
+                                         RECMetric, RESMetric)
 from vlm2.registry import MODELS  # noqa: E402
+
+PAPER = Config.fromfile(osp.join(osp.dirname(grounding_dino.__file__), 'configs', '_base_',
+                                 'paper_losses.py'))
 
 SIZE = 32
 # non-contiguous category ids, names in the test tokenizer's words
@@ -44,22 +51,10 @@ DETECTOR = dict(
     bbox_head=dict(type='VLM2PhraseGroundingHead', num_classes=256, pixel_in_channels=8,
                    num_points=64, contrastive_cfg=dict(max_text_len=256, log_scale='auto',
                                                        bias=True),
-                   loss_cls=dict(type='FocalLoss', use_sigmoid=True, loss_weight=2.0),
-                   loss_bbox=dict(type='L1Loss', loss_weight=5.0),
-                   loss_iou=dict(type='GIoULoss', loss_weight=2.0)),
+                   **PAPER.losses),
     dn_cfg=dict(label_noise_scale=0.5, box_noise_scale=1.0,
                 group_cfg=dict(dynamic=True, num_groups=None, num_dn_queries=6)),
-    train_cfg=dict(
-        assigner=dict(type='HungarianAssigner', match_costs=[
-            dict(type='BinaryFocalLossCost', weight=2.0),
-            dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
-            dict(type='IoUCost', iou_mode='giou', weight=2.0)]),
-        mask_assigner=dict(type='HungarianAssigner', match_costs=[
-            dict(type='BinaryFocalLossCost', weight=2.0),
-            dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
-            dict(type='IoUCost', iou_mode='giou', weight=2.0),
-            dict(type='CrossEntropyLossCost', use_sigmoid=True, weight=5.0),
-            dict(type='DiceCost', pred_act=True, eps=1.0, weight=5.0)])),
+    train_cfg=PAPER.matching,
     test_cfg=dict(max_per_img=10))
 DECODER = dict(type='GroundingDINODecoder', detector=DETECTOR,
                max_per_img=dict(default=10, rec=1, res=1))
@@ -306,6 +301,71 @@ def test_rec_and_res_metrics():
                           pred_instances=dict(masks=mask, scores=torch.tensor([0.9, 0.1])))])
     out = res.compute_metrics(res.results)
     assert 0.4 < out['cIoU'] < 0.65 and out['cIoU'] == pytest.approx(out['gIoU'])
+
+
+def interactive(root, kind=None):
+    fields = ('det_inputs', 'det_sample', 'phrase_names', 'gt_bbox', 'gt_segm', 'region_masks',
+              'prompt_kinds')
+    return InteractiveSegDataset(
+        ann_file=str(root / 'instances.json'), data_prefix=dict(img_path=str(root / 'images')),
+        test_mode=kind is not None,
+        pipeline=[dict(type='LoadImageIfAny'),
+                  dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
+                  dict(type='ReferringPrompt', routing_token='[SEG]', templates='interactive',
+                       shuffle=kind is None),
+                  dict(type='DynamicTiles', tile_size=SIZE, max_tiles=1),
+                  dict(type='VisualPromptMasks', tile_size=SIZE, kind=kind),
+                  dict(type='mmdet.Resize', scale=(SIZE, SIZE), keep_ratio=True),
+                  dict(type='PackDecoderInputs'), dict(type='PackVLMInputs', fields=fields)])
+
+
+def test_interactive_segmentation_samples_prompt_a_region_and_answer_its_seg_phrase(fixture):
+    ds = interactive(fixture, kind='box')
+    ds.full_init()
+    # one sample per instance: the crowd region (5) is skipped, the degenerate box (4) dropped
+    assert [ds.get_data_info(i)['regions'][0]['id'] for i in range(len(ds))] == [1, 2, 3]
+    assert ds.num_degenerate == 1
+    sample = ds[0]['data_samples']
+    assert sample.conversation == [
+        {'from': 'human', 'value': '<image>\nPlease segment <reg>region1<region></reg>.'},
+        {'from': 'gpt', 'value': 'region1[SEG]'}]
+    assert sample.phrase_names == ['region1'] and sample.prompt_kinds == ['box']
+    assert sample.det_sample.gt_instances.labels.tolist() == [0]
+    prompt = sample.region_masks[0].bool()
+    assert prompt[4:14, 4:14].all() and prompt.sum() == 100  # the box of annotation 1
+
+
+def test_interactive_segmentation_loss_reaches_the_region_encoder(fixture):
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_model_cfg(decoders=dict(perception=copy.deepcopy(DECODER)),
+                                        region_encoder=dict(num_levels=2)))
+    model.init_weights()
+    ds = interactive(fixture)
+    data = model.data_preprocessor(pseudo_collate([ds[0], ds[2]]), True)
+    losses = model.loss(**data)
+    (losses['perception.loss_mask'] + losses['perception.loss_dice']).backward()
+    grads = [p.grad for p in model.region_encoder.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_interactive_segmentation_metric_per_prompt_kind():
+    metric = InteractiveSegMetric()
+    full = torch.zeros(1, 32, 32, dtype=torch.bool)
+    full[0, :10, :10] = True
+    square = [[0, 0, 10, 0, 10, 10, 0, 10]]
+    half = [[0, 0, 5, 0, 5, 10, 0, 10]]
+
+    def sample(kind, gt):
+        return dict(task='interactive', prompt_kinds=[kind], gt_segm=gt,
+                    det_sample=dict(ori_shape=(32, 32)),
+                    pred_instances=dict(masks=full, scores=torch.tensor([0.9])))
+    metric.process({}, [sample('box', square), sample('point', half), sample('point', square),
+                        dict(task='res')])
+    out = metric.compute_metrics(metric.results)
+    assert out['box/mIoU'] == out['box/cIoU'] == 1.0
+    assert out['point/mIoU'] == pytest.approx(0.75)  # IoUs 0.5 and 1
+    assert out['point/cIoU'] == pytest.approx(150 / 200)
+    assert out['mIoU'] == pytest.approx(2.5 / 3) and out['cIoU'] == pytest.approx(250 / 300)
 
 
 def test_coco_metric_maps_phrases_to_category_ids(fixture):

@@ -1,4 +1,5 @@
+from .budget_hook import BudgetHook
 from .optim_wrapper import BF16AutocastOptimWrapper
 from .visualization_hook import PredictionPictureHook
 
-__all__ = ['BF16AutocastOptimWrapper', 'PredictionPictureHook']
+__all__ = ['BF16AutocastOptimWrapper', 'BudgetHook', 'PredictionPictureHook']

@@ -1,4 +1,5 @@
-"""Dataset adapters of the perception decoder: COCO instances, RefCOCO (refer), CrowdHuman.
+"""Dataset adapters of the perception decoder: COCO instances, RefCOCO (refer), interactive
+segmentation (COCO-interactive style), CrowdHuman.
 
 Each sample's targets are mmdet-style ``instances`` (``bbox`` xyxy, ``bbox_label``, ``mask``,
 ``ignore_flag``), read by ``mmdet.LoadAnnotations``; the prompt is written in the pipeline
@@ -189,6 +190,43 @@ class RefCocoDataset(VLMBaseDataset):
                     sample_id=f'{ref["ref_id"]}_{sent.get("sent_id", k)}', img_id=img['id'],
                     img_path=self.image_path(img['file_name']), height=img['height'],
                     width=img['width'], phrase=sent['sent'].strip(), ref_id=ref['ref_id'],
+                    instances=[dict(inst, bbox_label=0)], gt_bbox=inst['bbox'],
+                    gt_segm=inst['mask']))
+        return infos
+
+
+@DATASETS.register_module()
+class InteractiveSegDataset(VLMBaseDataset):
+    """Interactive segmentation, COCO-interactive style: COCO instances, one sample per
+    instance (crowd regions skipped), whose visual prompt is drawn from the instance mask by
+    ``VisualPromptMasks`` (point, scribble, box, mask, ...).
+
+    The prompt reads ``Please segment <reg>region1<region></reg>.`` and the answer
+    ``region1[SEG]``: the region's phrase embedding drives the decoder's mask. Writes
+    ``phrase`` (the question's region reference), ``answer_phrase`` (``region1``),
+    ``regions``, one instance with label 0, ``gt_bbox`` and ``gt_segm``, as RES does.
+    """
+
+    REGION = '<reg>region1<region></reg>'
+
+    def __init__(self, *args, task: str = 'interactive', **kwargs) -> None:
+        super().__init__(*args, task=task, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        index = CocoIndex(self.ann_file, with_mask=True)
+        self.num_degenerate = index.num_degenerate
+        infos = []
+        for img_id, img in index.images.items():
+            for inst in index.instances.get(img_id, []):
+                if inst['ignore_flag']:
+                    continue
+                x1, y1, x2, y2 = inst['bbox']
+                infos.append(dict(
+                    sample_id=f'{img_id}_{inst["ann_id"]}', img_id=img_id,
+                    img_path=self.image_path(img['file_name']), height=img['height'],
+                    width=img['width'], phrase=self.REGION, answer_phrase='region1',
+                    regions=[dict(id=inst['ann_id'], segmentation=inst['mask'],
+                                  bbox=[x1, y1, x2 - x1, y2 - y1])],
                     instances=[dict(inst, bbox_label=0)], gt_bbox=inst['bbox'],
                     gt_segm=inst['mask']))
         return infos

@@ -17,7 +17,6 @@ in its own process; results go to ``WORK_DIR/{part}.json`` and a summary is prin
 """
 import argparse
 import json
-import math
 import os
 import os.path as osp
 import subprocess
@@ -39,54 +38,6 @@ def reroot(x, root: str):
     if isinstance(x, str) and x.startswith(DEFAULT_ROOT):
         return osp.join(root, x[len(DEFAULT_ROOT):])
     return x
-
-
-def budget_hook_cls():
-    from mmengine.hooks import Hook
-
-    class TimeBudgetHook(Hook):
-        """Sets the lr from the elapsed fraction of the budget (linear warm-up, cosine to
-        ``eta_min_ratio``), logs a learning curve, and stops training at the budget."""
-        priority = 'HIGHEST'
-
-        def __init__(self, budget_s: float, curve: list, warmup: float = 0.03,
-                     eta_min_ratio: float = 0.01, log_every: int = 10) -> None:
-            self.budget_s, self.curve, self.warmup = budget_s, curve, warmup
-            self.eta_min_ratio, self.log_every = eta_min_ratio, log_every
-            self.start = None
-
-        def before_train(self, runner) -> None:
-            self.start = time.time()
-            self.base = [[g['lr'] for g in o.param_groups]
-                         for o in _optimizers(runner.optim_wrapper)]
-
-        def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
-            frac = min(1.0, (time.time() - self.start) / self.budget_s)
-            if frac < self.warmup:
-                scale = 0.01 + 0.99 * frac / self.warmup
-            else:
-                t = (frac - self.warmup) / (1 - self.warmup)
-                scale = self.eta_min_ratio + (1 - self.eta_min_ratio) * 0.5 * (
-                    1 + math.cos(math.pi * t))
-            for opt, base in zip(_optimizers(runner.optim_wrapper), self.base):
-                for g, lr in zip(opt.param_groups, base):
-                    g['lr'] = lr * scale
-
-        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-            elapsed = time.time() - self.start
-            if runner.iter % self.log_every == 0 or elapsed >= self.budget_s:
-                self.curve.append(dict(iter=runner.iter + 1, seconds=round(elapsed, 1),
-                                       **{k: round(float(v), 4) for k, v in
-                                          (outputs or {}).items()}))
-            if elapsed >= self.budget_s:
-                runner.train_loop.stop_training = True
-
-    return TimeBudgetHook
-
-
-def _optimizers(optim_wrapper):
-    return [w.optimizer for w in optim_wrapper.values()] \
-        if hasattr(optim_wrapper, 'optim_wrappers') else [optim_wrapper.optimizer]
 
 
 def superlink_cfg(args):
@@ -172,6 +123,7 @@ def run_part(args) -> None:
     import torch
     from mmengine.runner import Runner
     sys.path.insert(0, ROOT)
+    from vlm2.engine import BudgetHook
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', '2')))
     if args.which == 'superlink':
         cfg = superlink_cfg(args)
@@ -185,9 +137,9 @@ def run_part(args) -> None:
     cfg.work_dir = osp.join(args.work_dir, args.which)
     if args.max_iters:
         cfg.train_cfg.max_iters = args.max_iters
-    curve: list = []
     runner = Runner.from_cfg(cfg)
-    runner.register_hook(budget_hook_cls()(args.budget_min * 60, curve))
+    hook = BudgetHook(budget_s=args.budget_min * 60)
+    runner.register_hook(hook)
     start = time.time()
     runner.train()
     train_s = time.time() - start
@@ -196,7 +148,7 @@ def run_part(args) -> None:
     metrics = runner.val()
     result = dict(part=args.which, train_seconds=round(train_s, 1), iters=iters,
                   eval_seconds=round(time.time() - start - train_s, 1),
-                  metrics={k: float(v) for k, v in metrics.items()}, curve=curve)
+                  metrics={k: float(v) for k, v in metrics.items()}, curve=hook.curve)
     with open(osp.join(args.work_dir, f'{args.which}.json'), 'w') as f:
         json.dump(result, f, indent=1)
     print(json.dumps({k: v for k, v in result.items() if k != 'curve'}))

@@ -1,5 +1,6 @@
 """Metrics of the perception decoder: COCO AP (mmdet's CocoMetric), REC P@0.5, RES cIoU/gIoU,
-CrowdHuman AP50/mMR/recall (mmdet's CrowdHumanMetric)."""
+interactive segmentation mIoU/cIoU per prompt kind, CrowdHuman AP50/mMR/recall (mmdet's
+CrowdHumanMetric)."""
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -122,6 +123,15 @@ def decode_segm(segm, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(rle)
 
 
+def _iou_summary(results: list) -> dict:
+    """cIoU (total intersection / total union) and the mean of per-sample IoUs."""
+    inter = np.array([r['inter'] for r in results], float)
+    union = np.array([r['union'] for r in results], float)
+    ious = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    return dict(cIoU=float(inter.sum() / max(union.sum(), 1)),
+                mIoU=float(ious.mean()) if len(ious) else 0.0)
+
+
 @METRICS.register_module()
 class RESMetric(TaskMetric):
     """Referring expression segmentation: cIoU (total intersection / total union over the
@@ -145,11 +155,31 @@ class RESMetric(TaskMetric):
         return dict(inter=inter, union=union)
 
     def compute_metrics(self, results: list) -> dict:
-        inter = np.array([r['inter'] for r in results], float)
-        union = np.array([r['union'] for r in results], float)
-        ious = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-        return dict(cIoU=float(inter.sum() / max(union.sum(), 1)),
-                    gIoU=float(ious.mean()) if len(ious) else 0.0)
+        iou = _iou_summary(results)
+        return dict(cIoU=iou['cIoU'], gIoU=iou['mIoU'])
+
+
+@METRICS.register_module()
+class InteractiveSegMetric(RESMetric):
+    """Interactive segmentation: mIoU (mean of per-sample IoUs) and cIoU of the top-1 mask,
+    overall and per visual-prompt kind (``prompt_kinds`` of the sample)."""
+
+    default_prefix = 'interactive'
+
+    def __init__(self, tasks: Union[str, Sequence[str]] = 'interactive',
+                 prefix: Optional[str] = None, **kwargs) -> None:
+        super().__init__(tasks=tasks, prefix=prefix, **kwargs)
+
+    def process_sample(self, sample: dict) -> dict:
+        return dict(super().process_sample(sample),
+                    kind=(sample.get('prompt_kinds') or ['all'])[0])
+
+    def compute_metrics(self, results: list) -> dict:
+        out = _iou_summary(results)
+        for kind in sorted({r['kind'] for r in results}):
+            for name, v in _iou_summary([r for r in results if r['kind'] == kind]).items():
+                out[f'{kind}/{name}'] = v
+        return out
 
 
 class _CrowdHumanRecall(CrowdHumanMetric):

@@ -37,7 +37,13 @@ RES_TEMPLATES = (
     'Please segment {phrase} in the image.',
     'Segment {phrase} in this picture.',
 )
-TEMPLATES = dict(det=DET_TEMPLATES, seg=SEG_TEMPLATES, rec=REC_TEMPLATES, res=RES_TEMPLATES)
+INTERACTIVE_TEMPLATES = (
+    'Please segment {phrase}.',
+    'Segment {phrase} in the image.',
+    'Can you segment {phrase}?',
+)
+TEMPLATES = dict(det=DET_TEMPLATES, seg=SEG_TEMPLATES, rec=REC_TEMPLATES, res=RES_TEMPLATES,
+                 interactive=INTERACTIVE_TEMPLATES)
 
 
 def _templates(templates: Union[str, Sequence[str]]) -> tuple[str, ...]:
@@ -134,7 +140,9 @@ def _keep_instances(results: dict, keep: np.ndarray) -> None:
 class ReferringPrompt(BaseTransform):
     """The conversation of a referring sample: ``Where is {phrase}?`` → ``{phrase}[GRD]``.
 
-    Reads ``phrase`` (the referring expression; its one target has label 0).
+    Reads ``phrase`` (the referring expression; its one target has label 0) and, where the
+    answer names it differently, ``answer_phrase`` (interactive segmentation: the question
+    holds ``<reg>region1<region></reg>``, the answer ``region1[SEG]``).
     """
 
     def __init__(self, routing_token: str = '[GRD]', templates: Union[str, Sequence[str]] = 'rec',
@@ -145,11 +153,12 @@ class ReferringPrompt(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         phrase = results['phrase']
+        answer = results.get('answer_phrase', phrase)
         template = random.choice(self.templates) if self.shuffle else self.templates[0]
-        results['phrase_names'] = [phrase]
+        results['phrase_names'] = [answer]
         results['conversation'] = [
             {'from': 'human', 'value': '<image>\n' + template.format(phrase=phrase)},
-            {'from': 'gpt', 'value': f'{phrase}{self.routing_token}'}]
+            {'from': 'gpt', 'value': f'{answer}{self.routing_token}'}]
         return results
 
 

@@ -22,73 +22,19 @@ to ``WORK_DIR/results.jsonl``. Run one heavy job at a time on a shared machine::
 import argparse
 import copy
 import json
-import math
 import os
 import os.path as osp
 import time
 from typing import Optional
 
 from mmengine.config import Config
-from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from vlm2.registry import HOOKS
+from vlm2.engine import BudgetHook
 
 CONFIG = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
                   'visionllmv2_tiny_shapes_pose.py')
 ARMS = ('q4_separate', 'q1_separate', 'q4_shared')
-
-
-@HOOKS.register_module()
-class BudgetHook(Hook):
-    """Stops training after ``budget_s`` seconds or ``max_iters`` iterations and sets the
-    learning rate from the spent fraction: linear warm-up over ``warmup`` of it, then cosine
-    to ``eta_min``. It records the training wall time in ``elapsed``."""
-    priority = 'VERY_HIGH'
-
-    def __init__(self, budget_s: Optional[float] = None, max_iters: Optional[int] = None,
-                 warmup: float = 0.03, eta_min: float = 0.01) -> None:
-        if (budget_s is None) == (max_iters is None):
-            raise ValueError('BudgetHook needs exactly one of budget_s and max_iters')
-        self.budget_s = budget_s
-        self.max_iters = max_iters
-        self.warmup = warmup
-        self.eta_min = eta_min
-        self.start = None
-        self.elapsed = 0.0
-
-    def before_train(self, runner) -> None:
-        self.base = [[g['lr'] for g in opt.param_groups]
-                     for opt in self._optimizers(runner)]
-        self.start = time.perf_counter()
-
-    @staticmethod
-    def _optimizers(runner):
-        wrapper = runner.optim_wrapper
-        wrappers = wrapper.values() if hasattr(wrapper, 'values') else [wrapper]
-        return [w.optimizer for w in wrappers]
-
-    def _spent(self, runner) -> float:
-        if self.budget_s is not None:
-            return (time.perf_counter() - self.start) / self.budget_s
-        return runner.iter / self.max_iters
-
-    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
-        frac = min(self._spent(runner), 1.0)
-        if frac < self.warmup:
-            factor = 0.01 + 0.99 * frac / self.warmup
-        else:
-            t = (frac - self.warmup) / (1 - self.warmup)
-            factor = self.eta_min + (1 - self.eta_min) * 0.5 * (1 + math.cos(math.pi * t))
-        for opt, base in zip(self._optimizers(runner), self.base):
-            for group, lr in zip(opt.param_groups, base):
-                group['lr'] = lr * factor
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        self.elapsed = time.perf_counter() - self.start
-        if self.budget_s is not None and self.elapsed >= self.budget_s or \
-                self.max_iters is not None and runner.iter + 1 >= self.max_iters:
-            runner.train_loop.stop_training = True
 
 
 def arm_config(arm: str, data_root: str, minutes: Optional[float], iters: Optional[int],

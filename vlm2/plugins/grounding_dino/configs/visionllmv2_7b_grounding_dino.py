@@ -1,7 +1,7 @@
 # The perception decoder at paper scale: Grounding DINO Swin-T (mmdet's, weights from a local
 # file) behind VisionLLM v2 7B. Mix in data sources (COCO, RefCOCO, CrowdHuman adapters) in a
 # recipe that inherits this file.
-_base_ = ['../../../../configs/_base_/models/visionllmv2_7b.py']
+_base_ = ['../../../../configs/_base_/models/visionllmv2_7b.py', '_base_/paper_losses.py']
 custom_imports = dict(imports=['vlm2.plugins.chat', 'vlm2.plugins.grounding_dino'],
                       allow_failed_imports=False)
 
@@ -55,27 +55,10 @@ perception = dict(
             pixel_in_channels=96,
             num_points=12544,
             contrastive_cfg=dict(max_text_len=256, log_scale=0.0, bias=False),
-            loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
-                          loss_weight=2.0),
-            loss_bbox=dict(type='L1Loss', loss_weight=5.0),
-            loss_iou=dict(type='GIoULoss', loss_weight=2.0),
-            loss_mask=dict(type='CrossEntropyLoss', use_sigmoid=True, reduction='mean',
-                           loss_weight=5.0),
-            loss_dice=dict(type='DiceLoss', use_sigmoid=True, activate=True, reduction='mean',
-                           naive_dice=True, eps=1.0, loss_weight=5.0)),
+            **_base_.losses),
         dn_cfg=dict(label_noise_scale=0.5, box_noise_scale=1.0,
                     group_cfg=dict(dynamic=True, num_groups=None, num_dn_queries=100)),
-        train_cfg=dict(
-            assigner=dict(type='HungarianAssigner', match_costs=[
-                dict(type='BinaryFocalLossCost', weight=2.0),
-                dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
-                dict(type='IoUCost', iou_mode='giou', weight=2.0)]),
-            mask_assigner=dict(type='HungarianAssigner', match_costs=[
-                dict(type='BinaryFocalLossCost', weight=2.0),
-                dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
-                dict(type='IoUCost', iou_mode='giou', weight=2.0),
-                dict(type='CrossEntropyLossCost', use_sigmoid=True, weight=5.0),
-                dict(type='DiceCost', pred_act=True, eps=1.0, weight=5.0)])),
+        train_cfg=_base_.matching,
         test_cfg=dict(max_per_img=300)))
 model = dict(super_link=dict(decoders=dict(perception=perception)))
 

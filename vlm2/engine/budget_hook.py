@@ -1,0 +1,79 @@
+"""Training on a wall-clock budget, for the benchmark scripts.
+
+mmengine's schedulers count iterations or epochs; a benchmark on a shared CPU has minutes.
+This hook sets the learning rate from the spent fraction of the budget instead, with the
+recipes' shape (linear warm-up, then cosine), and stops training when the budget is spent.
+"""
+import math
+import time
+from typing import Optional
+
+from mmengine.hooks import Hook
+
+from vlm2.registry import HOOKS
+
+
+@HOOKS.register_module()
+class BudgetHook(Hook):
+    """Stops training after ``budget_s`` seconds or ``max_iters`` iterations and sets the
+    learning rate from the spent fraction: linear warm-up over ``warmup`` of it, then cosine
+    to ``eta_min`` times the base rate.
+
+    Records the training wall time in ``elapsed`` and, every ``log_every`` iterations, a
+    learning-curve point (iteration, seconds, losses) in ``curve``.
+    """
+    priority = 'VERY_HIGH'
+
+    def __init__(self, budget_s: Optional[float] = None, max_iters: Optional[int] = None,
+                 warmup: float = 0.03, eta_min: float = 0.01, log_every: int = 10) -> None:
+        if (budget_s is None) == (max_iters is None):
+            raise ValueError('BudgetHook needs exactly one of budget_s and max_iters')
+        self.budget_s = budget_s
+        self.max_iters = max_iters
+        self.warmup = warmup
+        self.eta_min = eta_min
+        self.log_every = log_every
+        self.start = None
+        self.elapsed = 0.0
+        self.curve: list[dict] = []
+
+    def before_train(self, runner) -> None:
+        self.base = [[g['lr'] for g in opt.param_groups]
+                     for opt in self._optimizers(runner)]
+        self.start = time.perf_counter()
+
+    @staticmethod
+    def _optimizers(runner):
+        wrapper = runner.optim_wrapper
+        wrappers = wrapper.values() if hasattr(wrapper, 'optim_wrappers') else [wrapper]
+        return [w.optimizer for w in wrappers]
+
+    def _spent(self, runner) -> float:
+        if self.budget_s is not None:
+            return (time.perf_counter() - self.start) / self.budget_s
+        return runner.iter / self.max_iters
+
+    def lr_factor(self, frac: float) -> float:
+        """The learning-rate multiplier at a spent fraction ``frac`` of the budget."""
+        frac = min(frac, 1.0)
+        if frac < self.warmup:
+            return 0.01 + 0.99 * frac / self.warmup
+        t = (frac - self.warmup) / (1 - self.warmup)
+        return self.eta_min + (1 - self.eta_min) * 0.5 * (1 + math.cos(math.pi * t))
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        factor = self.lr_factor(self._spent(runner))
+        for opt, base in zip(self._optimizers(runner), self.base):
+            for group, lr in zip(opt.param_groups, base):
+                group['lr'] = lr * factor
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self.elapsed = time.perf_counter() - self.start
+        done = (self.budget_s is not None and self.elapsed >= self.budget_s
+                or self.max_iters is not None and runner.iter + 1 >= self.max_iters)
+        if (runner.iter + 1) % self.log_every == 0 or done:
+            self.curve.append(dict(iter=runner.iter + 1, seconds=round(self.elapsed, 1),
+                                   **{k: round(float(v), 4)
+                                      for k, v in (outputs or {}).items()}))
+        if done:
+            runner.train_loop.stop_training = True

@@ -1,0 +1,63 @@
+# The tiny generalist with visual prompts and the perception decoder: region recognition
+# ("What is in region1?") and interactive segmentation ("Please segment region1." →
+# "region1[SEG]", the region's phrase embedding driving the decoder's mask) on ShapesWorld,
+# next to the detection recipe's VQA and instance segmentation.
+_base_ = ['../../grounding_dino/configs/visionllmv2_tiny_shapes_det.py']
+custom_imports = dict(
+    imports=['vlm2.plugins.chat', 'vlm2.plugins.grounding_dino', 'vlm2.plugins.regions'],
+    allow_failed_imports=False)
+
+model = dict(region_encoder=dict(num_levels=3, max_points=2304))
+
+region_fields = ('region_masks', 'prompt_kinds')
+data_root = _base_.data_root
+tiles = dict(type='DynamicTiles', tile_size=_base_.tile_size, max_tiles=_base_.max_tiles)
+
+
+def prompts(kind):
+    """Visual prompts on the global tile: drawn uniformly in training, fixed per val set."""
+    return dict(type='VisualPromptMasks', tile_size=_base_.tile_size, kind=kind)
+
+
+def interactive(split, kind=None):
+    # No flip: the prompt is drawn from the unflipped annotation and would no longer cover
+    # the (flipped) object.
+    train = split == 'train'
+    resize = dict(type='mmdet.RandomChoiceResize', scales=_base_.train_scales,
+                  keep_ratio=True, resize_type='mmdet.Resize') \
+        if train else dict(type='mmdet.Resize', scale=_base_.test_scale, keep_ratio=True)
+    return dict(
+        type='InteractiveSegDataset', data_root=data_root,
+        ann_file=f'annotations/instances_{split}.json',
+        data_prefix=dict(img_path=f'images/{split}/'), test_mode=not train,
+        pipeline=[dict(type='LoadImageIfAny'),
+                  dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
+                  dict(type='ReferringPrompt', routing_token='[SEG]', templates='interactive',
+                       shuffle=train),
+                  tiles, prompts(kind), resize, dict(type='PackDecoderInputs'),
+                  dict(type='PackVLMInputs', fields=_base_.ref_fields + region_fields)])
+
+
+def recognition(split, kind=None):
+    return dict(type='RegionRecognitionDataset', data_root=data_root,
+                ann_file=f'annotations/instances_{split}.json',
+                data_prefix=dict(img_path=f'images/{split}/'), test_mode=split != 'train',
+                pipeline=[dict(type='LoadImageIfAny'), tiles, prompts(kind),
+                          dict(type='PackVLMInputs',
+                               fields=region_fields + ('gt_answers',))])
+
+
+interactive_kinds = ('point', 'scribble', 'box', 'mask')
+recognition_kinds = ('point', 'box', 'mask')
+train_dataloader = dict(dataset=dict(
+    datasets=[_base_.vqa_train, _base_.train_dataloader.dataset.datasets[2],
+              recognition('train'), interactive('train')],
+    ratios=[0.1, 0.2, 0.3, 0.4]))
+val_dataloader = dict(dataset=dict(
+    datasets=[_base_.vqa_val] + [recognition('val', k) for k in recognition_kinds]
+    + [interactive('val', k) for k in interactive_kinds]))
+test_dataloader = val_dataloader
+val_evaluator = [dict(type='VQAMetric', tasks='vqa'),
+                 dict(type='RegionRecognitionMetric', tasks='region'),
+                 dict(type='InteractiveSegMetric', tasks='interactive')]
+test_evaluator = val_evaluator
