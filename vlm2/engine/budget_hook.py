@@ -73,7 +73,7 @@ class BudgetHook(Hook):
                 or self.max_iters is not None and runner.iter + 1 >= self.max_iters)
         if (runner.iter + 1) % self.log_every == 0 or done:
             self.curve.append(dict(iter=runner.iter + 1, seconds=round(self.elapsed, 1),
-                                   **{k: round(float(v), 4)
+                                   **{k: round(v.item() if hasattr(v, 'item') else float(v), 4)
                                       for k, v in (outputs or {}).items()}))
         if done:
             runner.train_loop.stop_training = True

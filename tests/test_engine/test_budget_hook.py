@@ -1,0 +1,49 @@
+"""BudgetHook: the learning rate follows the spent budget, and training stops when it is spent."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from vlm2.engine import BudgetHook
+
+
+def fake_runner(lr: float = 1.0):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    return SimpleNamespace(optim_wrapper=SimpleNamespace(optimizer=opt), iter=0,
+                           train_loop=SimpleNamespace(stop_training=False))
+
+
+def test_needs_exactly_one_budget():
+    with pytest.raises(ValueError, match='exactly one'):
+        BudgetHook()
+    with pytest.raises(ValueError, match='exactly one'):
+        BudgetHook(budget_s=1.0, max_iters=10)
+
+
+def test_learning_rate_warms_up_then_decays_to_eta_min():
+    hook = BudgetHook(max_iters=100, warmup=0.1, eta_min=0.05)
+    assert hook.lr_factor(0.0) == pytest.approx(0.01)
+    assert hook.lr_factor(0.1) == pytest.approx(1.0)
+    assert hook.lr_factor(0.55) == pytest.approx(0.05 + 0.95 * 0.5)
+    assert hook.lr_factor(1.0) == pytest.approx(0.05) == hook.lr_factor(2.0)
+
+
+def test_iteration_budget_sets_lr_records_the_curve_and_stops():
+    hook, runner = BudgetHook(max_iters=4, warmup=0.0, eta_min=0.0, log_every=2), fake_runner(2.0)
+    hook.before_train(runner)
+    for i in range(4):
+        runner.iter = i
+        hook.before_train_iter(runner, i)
+        group = runner.optim_wrapper.optimizer.param_groups[0]
+        assert group['lr'] == pytest.approx(2.0 * hook.lr_factor(i / 4))
+        hook.after_train_iter(runner, i, outputs=dict(loss=torch.tensor(1.5 - i)))
+        assert runner.train_loop.stop_training == (i == 3)
+    assert [p['iter'] for p in hook.curve] == [2, 4]
+    assert hook.curve[-1]['loss'] == -1.5
+
+
+def test_time_budget_stops_training():
+    hook, runner = BudgetHook(budget_s=0.0), fake_runner()
+    hook.before_train(runner)
+    hook.after_train_iter(runner, 0, outputs={})
+    assert runner.train_loop.stop_training and hook.curve[0]['iter'] == 1
