@@ -8,6 +8,9 @@ against a plain mmdet DINO, each trained on ShapesWorld for the same wall-clock 
 2. ``dino``: mmdet's DINO with the same backbone, neck, widths, layers and queries, fixed
    class embeddings, detection only, batch 4, AdamW 2e-4: COCO box AP.
 
+``--init-from CKPT`` starts the super-link model from a trained MLLM checkpoint (the paper's
+stage 1, e.g. the one ``make demo`` writes) instead of from scratch.
+
 The learning rate follows the recipe's shape (3% warm-up, cosine to 1%) over the time budget
 instead of a number of iterations, and training stops when the budget is spent. Each part runs
 in its own process; results go to ``WORK_DIR/{part}.json`` and a summary is printed.
@@ -38,6 +41,45 @@ def reroot(x, root: str):
     if isinstance(x, str) and x.startswith(DEFAULT_ROOT):
         return osp.join(root, x[len(DEFAULT_ROOT):])
     return x
+
+
+def init_from_hook_cls():
+    from mmengine.hooks import Hook
+
+    class InitFromMLLM(Hook):
+        """Starts the super-link model from a trained MLLM checkpoint (the paper's stage 1,
+        e.g. the ``make demo`` one), after the runner's own weight initialisation. Tensors
+        of equal shape are copied; token-embedding rows are copied where the vocabularies
+        overlap, since the decoders append their routing tokens; the rest stays as
+        initialised and is counted in the log."""
+        priority = 'VERY_HIGH'
+
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def before_train(self, runner) -> None:
+            import torch
+            state = torch.load(self.path, map_location='cpu', weights_only=False)
+            state = state.get('state_dict', state)
+            copied, rows, skipped = 0, 0, []
+            with torch.no_grad():
+                for name, param in runner.model.state_dict().items():
+                    src = state.get(name)
+                    if src is None:
+                        skipped.append(name)
+                    elif src.shape == param.shape:
+                        param.copy_(src)
+                        copied += 1
+                    elif src.shape[1:] == param.shape[1:] and src.shape[0] < param.shape[0]:
+                        param[:src.shape[0]].copy_(src)
+                        rows += 1
+                    else:
+                        skipped.append(name)
+            runner.logger.info(f'init from {self.path}: {copied} tensors copied, {rows} '
+                               f'embedding tables copied row-wise, {len(skipped)} left as '
+                               'initialised')
+
+    return InitFromMLLM
 
 
 def superlink_cfg(args):
@@ -140,6 +182,8 @@ def run_part(args) -> None:
     runner = Runner.from_cfg(cfg)
     hook = BudgetHook(budget_s=args.budget_min * 60)
     runner.register_hook(hook)
+    if args.init_from and args.which == 'superlink':
+        runner.register_hook(init_from_hook_cls()(args.init_from))
     start = time.time()
     runner.train()
     train_s = time.time() - start
@@ -162,6 +206,8 @@ def main() -> None:
                         help='training wall-clock budget per model (the issue allows <= 20)')
     parser.add_argument('--which', choices=['superlink', 'dino', 'both'], default='both')
     parser.add_argument('--max-iters', type=int, default=0, help='smoke runs only')
+    parser.add_argument('--init-from', default=None,
+                        help='start the super-link model from this MLLM checkpoint (stage 1)')
     args = parser.parse_args()
     if args.budget_min > 20:
         parser.error('--budget-min: the budget is at most 20 minutes')
@@ -172,7 +218,8 @@ def main() -> None:
     for part in ('superlink', 'dino'):
         cmd = [sys.executable, __file__, '--which', part, '--data-root', args.data_root,
                '--work-dir', args.work_dir, '--budget-min', str(args.budget_min),
-               '--max-iters', str(args.max_iters)]
+               '--max-iters', str(args.max_iters)] + \
+            (['--init-from', args.init_from] if args.init_from else [])
         subprocess.run(cmd, check=True, cwd=ROOT)
     res = {p: json.load(open(osp.join(args.work_dir, f'{p}.json'))) for p in ('superlink',
                                                                           'dino')}
