@@ -2,6 +2,8 @@
 import os
 import sys
 
+SHAPES_WORLD_ROOT = 'data/shapes_world/'
+
 
 def allow_project_imports() -> None:
     """Let ``custom_imports`` name ``projects.<task>`` when a tool runs from the repository
@@ -32,3 +34,15 @@ def adapt_to_cpu(cfg, launcher: str) -> None:
                                                                     False))
     if launcher == 'pytorch' and not torch.distributed.is_initialized():
         torch.distributed.init_process_group('gloo')
+
+
+def reroot(x, root: str, old: str = SHAPES_WORLD_ROOT):
+    """``x`` (a config dict, list or string) with every path under ``old`` moved under
+    ``root``: the benchmarks run a recipe on a copy of its data set elsewhere."""
+    if isinstance(x, dict):
+        return {k: reroot(v, root, old) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(reroot(v, root, old) for v in x)
+    if isinstance(x, str) and x.startswith(old):
+        return os.path.join(root, x[len(old):])
+    return x

@@ -47,3 +47,14 @@ def test_time_budget_stops_training():
     hook.before_train(runner)
     hook.after_train_iter(runner, 0, outputs={})
     assert runner.train_loop.stop_training and hook.curve[0]['iter'] == 1
+
+
+def test_stop_only_leaves_the_learning_rate_to_the_config():
+    hook, runner = BudgetHook(max_iters=2, schedule_lr=False), fake_runner(0.5)
+    hook.before_train(runner)
+    for i in range(2):
+        runner.iter = i
+        hook.before_train_iter(runner, i)
+        assert runner.optim_wrapper.optimizer.param_groups[0]['lr'] == 0.5
+        hook.after_train_iter(runner, i, outputs={})
+    assert runner.train_loop.stop_training

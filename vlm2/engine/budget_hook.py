@@ -9,6 +9,7 @@ import time
 from typing import Optional
 
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 
 from vlm2.registry import HOOKS
 
@@ -17,7 +18,8 @@ from vlm2.registry import HOOKS
 class BudgetHook(Hook):
     """Stops training after ``budget_s`` seconds or ``max_iters`` iterations and sets the
     learning rate from the spent fraction: linear warm-up over ``warmup`` of it, then cosine
-    to ``eta_min`` times the base rate.
+    to ``eta_min`` times the base rate. With ``schedule_lr=False`` it only stops, and the
+    config's own ``param_scheduler`` keeps the learning rate.
 
     Records the training wall time in ``elapsed`` and, every ``log_every`` iterations, a
     learning-curve point (iteration, seconds, losses) in ``curve``.
@@ -25,7 +27,8 @@ class BudgetHook(Hook):
     priority = 'VERY_HIGH'
 
     def __init__(self, budget_s: Optional[float] = None, max_iters: Optional[int] = None,
-                 warmup: float = 0.03, eta_min: float = 0.01, log_every: int = 10) -> None:
+                 warmup: float = 0.03, eta_min: float = 0.01, log_every: int = 10,
+                 schedule_lr: bool = True) -> None:
         if (budget_s is None) == (max_iters is None):
             raise ValueError('BudgetHook needs exactly one of budget_s and max_iters')
         self.budget_s = budget_s
@@ -33,6 +36,7 @@ class BudgetHook(Hook):
         self.warmup = warmup
         self.eta_min = eta_min
         self.log_every = log_every
+        self.schedule_lr = schedule_lr
         self.start = None
         self.elapsed = 0.0
         self.curve: list[dict] = []
@@ -62,6 +66,8 @@ class BudgetHook(Hook):
         return self.eta_min + (1 - self.eta_min) * 0.5 * (1 + math.cos(math.pi * t))
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        if not self.schedule_lr:
+            return
         factor = self.lr_factor(self._spent(runner))
         for opt, base in zip(self._optimizers(runner), self.base):
             for group, lr in zip(opt.param_groups, base):
@@ -76,4 +82,7 @@ class BudgetHook(Hook):
                                    **{k: round(v.item() if hasattr(v, 'item') else float(v), 4)
                                       for k, v in (outputs or {}).items()}))
         if done:
+            if self.budget_s is not None:
+                print_log(f'BudgetHook: {self.budget_s:.0f} s spent at iteration '
+                          f'{runner.iter + 1}; stopping', logger='current')
             runner.train_loop.stop_training = True

@@ -29,31 +29,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
-from mmengine.hooks import Hook  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from vlm2.engine import BudgetHook  # noqa: E402
+
 RECIPE = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
                   'visionllmv2_tiny_shapes_gen.py')
-
-
-class TimeBudgetHook(Hook):
-    """Stops the training loop once ``seconds`` of training have passed."""
-
-    priority = 'LOWEST'
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.start = None
-
-    def before_train(self, runner) -> None:
-        self.start = time.time()
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        if time.time() - self.start > self.seconds:
-            runner.logger.info(f'time budget of {self.seconds:.0f} s spent at iteration '
-                               f'{runner.iter + 1}; stopping')
-            runner.train_loop.stop_training = True
 
 
 def one_shape_subsets(data_root: str, out_dir: str) -> dict:
@@ -203,7 +185,7 @@ def main() -> None:
     cfg = build_cfg(args, subsets)
     train_s = max(60.0, (args.budget_min - args.eval_min) * 60 - (time.time() - start))
     runner = Runner.from_cfg(cfg)
-    runner.register_hook(TimeBudgetHook(train_s))
+    runner.register_hook(BudgetHook(budget_s=train_s, schedule_lr=False))
     runner.train()
     train_time = time.time() - start
     iters = runner.iter

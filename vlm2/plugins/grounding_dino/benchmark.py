@@ -29,18 +29,6 @@ import time
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(osp.dirname(osp.dirname(HERE)))
 CONFIG = osp.join(HERE, 'configs', 'visionllmv2_tiny_shapes_det.py')
-DEFAULT_ROOT = 'data/shapes_world/'
-
-
-def reroot(x, root: str):
-    """The config with the default ShapesWorld root replaced by ``root``."""
-    if isinstance(x, dict):
-        return {k: reroot(v, root) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(reroot(v, root) for v in x)
-    if isinstance(x, str) and x.startswith(DEFAULT_ROOT):
-        return osp.join(root, x[len(DEFAULT_ROOT):])
-    return x
 
 
 def init_from_hook_cls():
@@ -84,6 +72,7 @@ def init_from_hook_cls():
 
 def superlink_cfg(args):
     from mmengine.config import Config
+    from vlm2.utils import reroot
     cfg = Config(reroot(Config.fromfile(CONFIG).to_dict(), args.data_root))
     cfg.model.test_cfg.routing = 'forced'
     # evaluate detection, segmentation and REC (with forced routing a VQA answer is given;
@@ -200,7 +189,7 @@ def run_part(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--data-root', default=DEFAULT_ROOT)
+    parser.add_argument('--data-root', default='data/shapes_world/')
     parser.add_argument('--work-dir', default='work_dirs/grounding_dino_benchmark')
     parser.add_argument('--budget-min', type=float, default=10.0,
                         help='training wall-clock budget per model (the issue allows <= 20)')

@@ -24,7 +24,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from vlm2.engine import BudgetHook
-from vlm2.plugins.grounding_dino.benchmark import reroot
+from vlm2.utils import reroot
 
 CONFIG = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
                   'visionllmv2_tiny_shapes_regions_seg.py')
