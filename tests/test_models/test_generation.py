@@ -1,7 +1,28 @@
 """Batched generation: routing tokens at different steps pull in their queries per sample."""
+import pytest
 import torch
 
 from test_super_link import batch, sample
+
+# The tiny recipes' LLM: sliding-window layers first (configs/_base_/models/visionllmv2_tiny.py).
+# A window of 2 is shorter than the scripts, so a cache or mask that ignored it would show.
+SLIDING_LLM = dict(config=dict(type='Qwen2Config', hidden_size=64, intermediate_size=128,
+                               num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=2, max_position_embeddings=256,
+                               use_sliding_window=True, sliding_window=2,
+                               layer_types=['sliding_attention', 'full_attention']))
+
+
+@pytest.fixture(params=['full', 'sliding'])
+def gen_model(request):
+    import toy_plugin  # noqa: F401  registers ToyDecoder
+    from mmengine.registry import init_default_scope
+    from conftest import tiny_model_cfg
+    from vlm2.registry import MODELS
+    init_default_scope('vlm2')
+    torch.manual_seed(0)
+    extra = dict(llm=SLIDING_LLM) if request.param == 'sliding' else {}
+    return MODELS.build(tiny_model_cfg(decoders=dict(toy=dict(type='ToyDecoder')), **extra))
 
 SCRIPTS = [['red', '[TOY]', 'cat', '</s>'],
            ['dog', 'dog', 'dog', 'red', '[TOY2]', 'blue', '[TOY]', '</s>'],
@@ -33,7 +54,8 @@ def run(model, indices):
     return out, list(decoder.seen)
 
 
-def test_batched_generation_matches_per_sample_runs(toy_model):
+def test_batched_generation_matches_per_sample_runs(gen_model):
+    toy_model = gen_model
     toy_model.eval()
     batched, seen = run(toy_model, [0, 1, 2])
     assert [s.pred_text for s in batched] == [
@@ -52,8 +74,9 @@ def test_batched_generation_matches_per_sample_runs(toy_model):
             torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
 
 
-def test_generated_states_match_a_teacher_forced_pass(toy_model):
+def test_generated_states_match_a_teacher_forced_pass(gen_model):
     """The reference: the finished reply, fed at once with its [EMB] runs (forced routing)."""
+    toy_model = gen_model
     toy_model.eval()
     _, seen = run(toy_model, [1])
     toy_model.test_cfg['routing'] = 'forced'

@@ -168,6 +168,47 @@ def test_detection_loss_reaches_query_table_and_llm(model, fixture):
     assert model.super_link.decoders['perception'].phrase_mlp.layers[0].weight.grad is not None
 
 
+@pytest.mark.parametrize('noise', [0.0, 2.0])
+def test_denoising_queries_take_their_content_from_the_phrases(noise):
+    """A denoising query is the projection of its target's phrase (or, with label noise,
+    another phrase of the same prompt), never of a padding slot or another image's phrase."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    from vlm2.plugins.grounding_dino.detector import PhraseCdnQueryGenerator
+    torch.manual_seed(0)
+    gen = PhraseCdnQueryGenerator(num_classes=256, embed_dims=8, num_matching_queries=4,
+                                  label_noise_scale=max(noise, 1e-6), box_noise_scale=1.0,
+                                  group_cfg=dict(dynamic=False, num_groups=3))
+    text = torch.randn(2, 3, 8)
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    samples = []
+    for labels in ([2, 0], [1]):
+        s = DetDataSample(metainfo=dict(img_shape=(32, 32)))
+        s.gt_instances = InstanceData(labels=torch.tensor(labels),
+                                      bboxes=torch.tensor([[2., 2., 20., 20.]] * len(labels)))
+        samples.append(s)
+    gen.text = (text, valid)
+    query, _, _, meta = gen(samples)
+    assert meta['num_denoising_queries'] == 2 * 2 * 3  # max targets x (pos, neg) x groups
+    with torch.no_grad():
+        table = gen.label_embedding(text)  # (2, 3, 8): every phrase's projection
+    for b, labels in enumerate(([2, 0], [1])):
+        rows = query[b].view(2 * 3, 2, 8)  # (pos/neg x group, max targets, D)
+        for r in rows:
+            for t in range(2):
+                if t >= len(labels):
+                    assert not r[t].any()  # padding
+                    continue
+                dist = (table[b] - r[t]).abs().amax(-1)
+                slot = int(dist.argmin())
+                assert dist[slot] < 1e-5 and bool(valid[b, slot])
+                if noise == 0:
+                    assert slot == labels[t]
+    with pytest.raises(RuntimeError, match='text'):
+        gen.text = None
+        gen(samples)
+
+
 def test_phrase_slots_shuffle_and_negatives():
     classes = ['circle', 'square', 'cat', 'dog', 'red', 'blue']
     labels = np.array([2, 4, 2, 0])

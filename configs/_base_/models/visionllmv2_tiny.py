@@ -13,9 +13,17 @@ model = dict(
         select_layer=-2,
         pixel_shuffle=2,  # 8-px patches see small shapes; 2x2 merging keeps 64 LLM tokens
         frozen=False),  # trained from scratch here; the paper's CLIP is frozen
-    llm=dict(config=dict(type='LlamaConfig', hidden_size=256, intermediate_size=688,
+    # A from-scratch LLM lacks what a pretrained one brings: token states that carry their
+    # local context. Measured (benchmarks/phrase_probe.py): with full attention everywhere
+    # the [EMB] states after "circle[DET]" still encode the phrase's slot, not its words,
+    # after 1,180 perception iterations (R2 by class 0.03), so no decoder could tell the
+    # classes apart. Two sliding-window layers first (Qwen2's layer_types, as Gemma-style
+    # local/global LLMs do) let each state see its phrase from the first step (R2 0.6).
+    llm=dict(config=dict(type='Qwen2Config', hidden_size=256, intermediate_size=688,
                          num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=512, tie_word_embeddings=True)),
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         use_sliding_window=True, sliding_window=4,
+                         layer_types=['sliding_attention'] * 2 + ['full_attention'] * 2)),
     super_link=dict(decoders=dict()),
     template='plain',
     max_length=512,
