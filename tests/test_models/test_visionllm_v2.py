@@ -1,11 +1,18 @@
 """The MLLM: pretrained folders, image merging, forward modes and truncation."""
+import itertools
+import os.path as osp
+
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from conftest import save_tiny_pretrained, tiny_model_cfg
 from test_super_link import batch, sample
 from vlm2.registry import MODELS
+
+TINY_RECIPE_MODEL = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+                             'configs', '_base_', 'models', 'visionllmv2_tiny.py')
 
 
 @pytest.fixture
@@ -123,3 +130,43 @@ def test_pixel_shuffle_merges_neighbouring_patches():
     assert out.shape == (1, 4, 32) and tower.num_tokens == 4 and tower.out_channels == 32
     # the first token holds patches (0,0), (0,1), (1,0), (1,1) of the grid
     assert torch.equal(out[0, 0], torch.cat([feats[0, 0], feats[0, 1], feats[0, 4], feats[0, 5]]))
+
+
+def _phrase_r2(llm: dict) -> float:
+    """Share of the variance of the [TOY] phrase states that the phrase's word explains, over
+    shuffled class lists, for the tiny recipe's model with ``llm`` (initialised, no image)."""
+    import toy_plugin  # noqa: F401  registers ToyDecoder
+    init_default_scope('vlm2')
+    cfg = Config.fromfile(TINY_RECIPE_MODEL).model
+    cfg.super_link = dict(decoders=dict(toy=dict(type='ToyDecoder')))
+    cfg.vision_tower = None
+    cfg.test_cfg = dict(routing='forced')
+    cfg.llm = llm
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.to_dict()).eval()
+    words = ['circle', 'square', 'star', 'hexagon']
+    samples, names = [], []
+    for order in itertools.permutations(words):
+        samples.append(sample('detect ' + ' , '.join(order) + ' in the image',
+                              ' , '.join(f'{w}[TOY]' for w in order)))
+        names += order
+    with torch.no_grad():
+        model.predict(**batch(model, samples))
+    states = torch.cat([torch.stack(s).mean(1) for s in model.super_link.decoders['toy'].seen])
+    x = states - states.mean(0)
+    index = torch.tensor([words.index(n) for n in names])
+    centroids = torch.stack([x[index == c].mean(0) for c in range(len(words))])
+    return float((centroids[index] ** 2).sum() / (x ** 2).sum())
+
+
+def test_tiny_recipe_phrase_states_carry_their_phrase_from_the_start():
+    """The tiny recipe's LLM starts from scratch; its sliding-window layers make the query
+    states after ``circle[TOY]`` depend on "circle" before any training. With full attention
+    everywhere they depend on the phrase's place in the list instead (benchmarks/
+    phrase_probe.py measured what that does to detection)."""
+    llm = Config.fromfile(TINY_RECIPE_MODEL).model.llm
+    assert _phrase_r2(llm.to_dict()) > 0.3
+    full = llm.to_dict()
+    full['config'] = {k: v for k, v in full['config'].items()
+                      if k not in ('use_sliding_window', 'sliding_window', 'layer_types')}
+    assert _phrase_r2(full) < 0.1
