@@ -21,7 +21,7 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
+from mmengine.runner import load_checkpoint, set_random_seed
 from mmengine.utils import import_modules_from_strings
 from tqdm import tqdm
 
@@ -65,9 +65,8 @@ def main() -> None:
     source = sources[0]
     if args.data_root:
         source = reroot(source, args.data_root.rstrip('/') + '/', old=cfg.data_root)
+    set_random_seed(0)  # the prompts' shuffles and the initialisation repeat run to run
     dataset = DATASETS.build(source)
-
-    torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint, map_location='cpu')

@@ -16,9 +16,9 @@ model = dict(
     # A from-scratch LLM lacks what a pretrained one brings: token states that carry their
     # local context. Measured (benchmarks/phrase_probe.py): with full attention everywhere
     # the [EMB] states after "circle[DET]" still encode the phrase's slot, not its words,
-    # after 1,180 perception iterations (R2 by class 0.03), so no decoder could tell the
+    # after 1,180 perception iterations (R2 by class 0.006), so no decoder could tell the
     # classes apart. Two sliding-window layers first (Qwen2's layer_types, as Gemma-style
-    # local/global LLMs do) let each state see its phrase from the first step (R2 0.6).
+    # local/global LLMs do) let each state see its phrase from the first step (R2 0.66).
     llm=dict(config=dict(type='Qwen2Config', hidden_size=256, intermediate_size=688,
                          num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
                          max_position_embeddings=512, tie_word_embeddings=True,

@@ -65,7 +65,7 @@ class PhraseCdnQueryGenerator(CdnQueryGenerator):
     labels are phrase slots, whose meaning changes with every prompt, and a slot-indexed
     table let the denoising loss be solved by telling slots apart: it trained the LLM to
     encode a phrase's place in the answer instead of its words (``benchmarks/phrase_probe.py``
-    measured R2 by class 0.006 on training prompts after 1,241 iterations). The content of a
+    measured R2 by class 0.008 on training prompts after 1,241 iterations). The content of a
     denoising query is a learned projection of its phrase's text feature instead, as a
     class's row of the table is in DINO, and label noise draws another phrase of the same
     prompt. ``label_embedding`` is that projection (a ``Linear``: mmdet touches its
