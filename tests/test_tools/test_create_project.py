@@ -14,7 +14,8 @@ CREATE = os.path.join(ROOT, 'tools', 'create_project.py')
 SHRINK = ['model.vision_tower.config.hidden_size=32',
           'model.vision_tower.config.intermediate_size=64',
           'model.vision_tower.config.num_hidden_layers=1', 'model.llm.config.hidden_size=64',
-          'model.llm.config.intermediate_size=128', 'model.llm.config.num_hidden_layers=1',
+          'model.llm.config.intermediate_size=128', 'model.llm.config.num_hidden_layers=2',
+          'model.llm.config.layer_types=[sliding_attention,full_attention]',
           'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
           'train_dataloader.persistent_workers=False']
 

@@ -23,6 +23,7 @@ model = dict(
                          num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
                          max_position_embeddings=512, tie_word_embeddings=True,
                          use_sliding_window=True, sliding_window=4,
+                         # one entry per layer: change it with num_hidden_layers
                          layer_types=['sliding_attention'] * 2 + ['full_attention'] * 2)),
     super_link=dict(decoders=dict()),
     template='plain',
