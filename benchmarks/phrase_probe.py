@@ -35,7 +35,7 @@ def probe(states: torch.Tensor, names: list[str]) -> dict:
     index = torch.tensor([classes.index(n) for n in names])
     x = states - states.mean(0)
     centroids = torch.stack([x[index == c].mean(0) for c in range(len(classes))])
-    between = ((centroids[index]) ** 2).sum()
+    between = (centroids[index] ** 2).sum()
     nearest = torch.cdist(x, centroids).argmin(1)
     return dict(phrases=len(names), classes=len(classes),
                 r2=float(between / (x ** 2).sum().clamp(min=1e-12)),
@@ -64,7 +64,7 @@ def main() -> None:
                          f'tasks: {[d.get("task") for d in loader.dataset.datasets]}')
     source = sources[0]
     if args.data_root:
-        source = reroot(source, args.data_root.rstrip('/') + '/', old=cfg.data_root)
+        source = reroot(source, args.data_root, old=cfg.data_root)
     set_random_seed(0)  # the prompts' shuffles and the initialisation repeat run to run
     dataset = DATASETS.build(source)
     model = MODELS.build(cfg.model)

@@ -24,7 +24,8 @@ from PIL import Image
 from vlm2.models.data_preprocessor import CLIP_MEAN, CLIP_STD
 from vlm2.registry import MODELS
 
-CONFIG = 'configs/visionllmv2/visionllmv2_tiny_shapes.py'
+CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'visionllmv2',
+                  'visionllmv2_tiny_shapes.py')
 
 
 def load_split(root: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS = os.path.join(ROOT, 'benchmarks')
 FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
 if FIXTURES not in sys.path:  # lets tests import the test-only plugin like custom_imports does
     sys.path.insert(0, FIXTURES)
@@ -34,15 +35,21 @@ def tiny_model_cfg(decoders=None, **overrides) -> dict:
     return cfg
 
 
-@pytest.fixture
-def toy_model():
+def build_toy_model(**overrides):
+    """The tiny model with the test-only toy decoder, seeded; ``overrides`` as in
+    :func:`tiny_model_cfg`."""
     import toy_plugin  # noqa: F401  registers ToyDecoder
     import torch
     from mmengine.registry import init_default_scope
     from vlm2.registry import MODELS
     init_default_scope('vlm2')
     torch.manual_seed(0)
-    return MODELS.build(tiny_model_cfg(decoders=dict(toy=dict(type='ToyDecoder'))))
+    return MODELS.build(tiny_model_cfg(decoders=dict(toy=dict(type='ToyDecoder')), **overrides))
+
+
+@pytest.fixture
+def toy_model():
+    return build_toy_model()
 
 
 def save_tiny_pretrained(root, words=('red', 'circle', 'how', 'many'), image_size=32,

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import build_toy_model
 from test_super_link import batch, sample
 
 # The tiny recipes' LLM: sliding-window layers first (configs/_base_/models/visionllmv2_tiny.py).
@@ -15,14 +16,7 @@ SLIDING_LLM = dict(config=dict(type='Qwen2Config', hidden_size=64, intermediate_
 
 @pytest.fixture(params=['full', 'sliding'])
 def gen_model(request):
-    import toy_plugin  # noqa: F401  registers ToyDecoder
-    from mmengine.registry import init_default_scope
-    from conftest import tiny_model_cfg
-    from vlm2.registry import MODELS
-    init_default_scope('vlm2')
-    torch.manual_seed(0)
-    extra = dict(llm=SLIDING_LLM) if request.param == 'sliding' else {}
-    return MODELS.build(tiny_model_cfg(decoders=dict(toy=dict(type='ToyDecoder')), **extra))
+    return build_toy_model(**(dict(llm=SLIDING_LLM) if request.param == 'sliding' else {}))
 
 SCRIPTS = [['red', '[TOY]', 'cat', '</s>'],
            ['dog', 'dog', 'dog', 'red', '[TOY2]', 'blue', '[TOY]', '</s>'],
