@@ -178,6 +178,55 @@ def test_pretrained_text_to_image_unet_is_widened_to_8_channels_at_zero(tmp_path
     assert all(p.requires_grad for p in edit.unet.parameters())  # trained for editing
 
 
+TINY_TEXT_ENCODER = dict(config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2),
+                         tokenizer=dict(type='WordLevelTokenizer', words=WORDS), seed=0)
+
+
+def test_alignment_loss_against_a_frozen_text_encoder_trains_the_link_only():
+    import vlm2.plugins.diffusion  # noqa: F401
+    init_default_scope('vlm2')
+    torch.manual_seed(0)
+    decs = decoders()
+    decs['gen'].update(text_encoder=TINY_TEXT_ENCODER, align_weight=0.5)
+    cfg = tiny_model_cfg(decoders=decs)
+    cfg['tokenizer'] = dict(type='WordLevelTokenizer', words=WORDS)
+    model = MODELS.build(cfg)
+    dec = model.super_link.decoders['gen']
+    a, b = gen_sample(0), gen_sample(1)
+    b.caption = 'a blue circle'
+    target = dec.text_encoder([a.caption, b.caption])
+    assert target.shape == (2, 77, 16) and not torch.allclose(target[0], target[1])
+    losses = run(model, [a, b], 'loss')
+    assert losses['gen.loss_align'] > 0
+    losses['gen.loss_align'].backward()
+    assert model.super_link.queries['gen'].weight.grad.abs().sum() > 0
+    assert model.llm.model.layers[-1].mlp.up_proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in dec.text_encoder.parameters())
+    model.train()
+    assert not dec.text_encoder.model.training  # frozen, so always in eval mode
+
+
+def test_config_built_text_encoder_is_seeded_and_matches_its_saved_folder(tmp_path):
+    from vlm2.plugins.diffusion.builders import FrozenTextEncoder
+    state = torch.random.get_rng_state()
+    enc = FrozenTextEncoder(key='k', **TINY_TEXT_ENCODER)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global stream is untouched
+    again = FrozenTextEncoder(key='k', **TINY_TEXT_ENCODER)
+    other = FrozenTextEncoder(key='k', **dict(TINY_TEXT_ENCODER, seed=1))
+    texts = ['a red circle', 'make the circle blue']
+    assert torch.equal(enc(texts), again(texts))
+    assert not torch.allclose(enc(texts), other(texts))
+    enc.model.save_pretrained(tmp_path / 'text_encoder')  # the SD folder layout
+    enc.tokenizer.save_pretrained(tmp_path / 'tokenizer')
+    loaded = FrozenTextEncoder(key='k', pretrained=str(tmp_path))
+    assert torch.allclose(loaded(texts), enc(texts))
+    with pytest.raises(ValueError, match=r'k: give exactly one of pretrained='):
+        FrozenTextEncoder(key='k', pretrained=str(tmp_path), config=TINY_TEXT_ENCODER['config'])
+    with pytest.raises(ValueError, match=r'k: a config= text encoder needs tokenizer='):
+        FrozenTextEncoder(key='k', config=TINY_TEXT_ENCODER['config'])
+
+
 def test_conditioner_follows_the_unets_cross_attention_dim():
     model = build()
     cond = model.super_link.decoders['gen'].conditioner(torch.randn(3, 64, 64))

@@ -85,20 +85,45 @@ def expand_conv_in(unet: UNet2DConditionModel, in_channels: int) -> None:
 
 
 class FrozenTextEncoder(nn.Module):
-    """A frozen CLIP text encoder and its tokenizer from a local folder (the SD layout:
-    ``text_encoder/`` and ``tokenizer/`` subfolders, or one folder holding both); gives the
-    77 × width embedding the alignment loss compares the condition with."""
+    """A frozen CLIP text encoder and its tokenizer; gives the 77 × width embedding of a text
+    that the alignment loss compares the condition with.
 
-    def __init__(self, pretrained: str, key: str, max_length: int = 77) -> None:
+    ``pretrained``: a local folder (the SD layout: ``text_encoder/`` and ``tokenizer/``
+    subfolders, or one folder holding both). ``config``: ``CLIPTextConfig`` fields and a
+    ``tokenizer`` (a ``TOKENIZERS`` config), for tiny models with no pretrained CLIP: the
+    weights are drawn from ``seed`` and stay frozen. Such a random encoder still maps each
+    caption to its own sequence, which is what the loss needs of it in a from-scratch model:
+    a dense target that keeps the caption in the query states (docs/design_notes.md).
+    """
+
+    def __init__(self, key: str, pretrained: Optional[str] = None,
+                 config: Optional[dict] = None, tokenizer: Optional[dict] = None,
+                 seed: int = 0, max_length: int = 77) -> None:
         super().__init__()
-        from transformers import AutoTokenizer, CLIPTextModel
-        check_local_folder(pretrained, f'{key}.pretrained')
-        enc = osp.join(pretrained, 'text_encoder')
-        tok = osp.join(pretrained, 'tokenizer')
-        enc = enc if osp.isdir(enc) else pretrained
-        tok = tok if osp.isdir(tok) else pretrained
-        self.tokenizer = AutoTokenizer.from_pretrained(tok, local_files_only=True)
-        self.model = CLIPTextModel.from_pretrained(enc, local_files_only=True)
+        from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
+        _one_of({k: v for k, v in dict(pretrained=pretrained, config=config).items()
+                 if v is not None}, key)
+        if pretrained:
+            check_local_folder(pretrained, f'{key}.pretrained')
+            enc = osp.join(pretrained, 'text_encoder')
+            tok = osp.join(pretrained, 'tokenizer')
+            enc = enc if osp.isdir(enc) else pretrained
+            tok = tok if osp.isdir(tok) else pretrained
+            self.tokenizer = AutoTokenizer.from_pretrained(tok, local_files_only=True)
+            self.model = CLIPTextModel.from_pretrained(enc, local_files_only=True)
+        else:
+            if tokenizer is None:
+                raise ValueError(f'{key}: a config= text encoder needs tokenizer= '
+                                 '(a TOKENIZERS config)')
+            from vlm2.registry import TOKENIZERS
+            self.tokenizer = TOKENIZERS.build(tokenizer)
+            clip = CLIPTextConfig(**{'vocab_size': len(self.tokenizer),
+                                     'max_position_embeddings': max_length,
+                                     'pad_token_id': self.tokenizer.pad_token_id,
+                                     'eos_token_id': self.tokenizer.eos_token_id, **config})
+            with torch.random.fork_rng(devices=[]):  # the global RNG stream stays as it was
+                torch.manual_seed(seed)
+                self.model = CLIPTextModel(clip)
         self.model.requires_grad_(False).eval()
         self.max_length = max_length
 

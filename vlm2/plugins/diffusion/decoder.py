@@ -47,8 +47,9 @@ class DiffusionDecoder(BaseTaskDecoder):
         image_size: the side of generated images (pixels).
         train_unet: whether the UNet trains (paper: frozen for generation, trained for
             editing, with pretrained weights).
-        text_encoder: ``dict(pretrained=folder)`` of a frozen CLIP text encoder; when given,
-            ``align_weight`` × MSE(condition, its caption embedding) is added.
+        text_encoder: a frozen CLIP text encoder, ``dict(pretrained=folder)`` or
+            ``dict(config=..., tokenizer=..., seed=...)`` (:class:`FrozenTextEncoder`); when
+            given, ``align_weight`` × MSE(condition, its caption embedding) is added.
         cond_dropout: probability that a training sample's condition is replaced by the
             learned null condition (classifier-free guidance).
         conditioner: ``num_tokens`` (77), ``num_heads``, ``ffn_ratio`` of the conditioner.
