@@ -12,9 +12,20 @@ scores as well as one that encodes its words.
     .venv/bin/python benchmarks/phrase_probe.py \\
         vlm2/plugins/grounding_dino/configs/visionllmv2_tiny_shapes_det.py \\
         --checkpoint work_dirs/x/iter_1000.pth --task det --data-root /tmp/sw
+
+A phrase without words of its own (``[GEN]``, whose queries must carry the whole caption) is
+grouped by attributes of a sample field instead, one regular expression each, and
+``--module`` probes what a decoder part makes of the states as well:
+
+    .venv/bin/python benchmarks/phrase_probe.py \\
+        vlm2/plugins/diffusion/configs/visionllmv2_tiny_shapes_gen.py --task gen \\
+        --by 'colour=caption:red|green|blue|yellow|purple|orange' \\
+        --by 'kind=caption:circle|square|triangle|star|hexagon' \\
+        --module super_link.decoders.gen.conditioner --data-root /tmp/sw
 """
 import argparse
 import json
+import re
 from collections import defaultdict
 
 import torch
@@ -51,7 +62,20 @@ def main() -> None:
     parser.add_argument('--data-root', default=None, help='replaces the config\'s data root')
     parser.add_argument('--num', type=int, default=128, help='samples to read')
     parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--by', action='append', default=[], metavar='NAME=FIELD:REGEX',
+                        help='group phrases by the REGEX match in the sample\'s FIELD '
+                             'instead of by the phrase text (repeatable)')
+    parser.add_argument('--module', default=None,
+                        help='a submodule (dotted path) applied to each phrase\'s (1, N, C) '
+                             'states; its flattened output is probed too')
     args = parser.parse_args()
+    groupings = {}
+    for spec in args.by:
+        name, _, rest = spec.partition('=')
+        field, _, pattern = rest.partition(':')
+        if not (name and field and pattern):
+            raise SystemExit(f'--by {spec!r}: expected NAME=FIELD:REGEX')
+        groupings[name] = (field, re.compile(pattern))
 
     cfg = Config.fromfile(args.config)
     init_default_scope(cfg.get('default_scope', 'vlm2'))
@@ -72,24 +96,43 @@ def main() -> None:
         load_checkpoint(model, args.checkpoint, map_location='cpu')
     model.eval()
     model.test_cfg['routing'] = 'forced'
-    by_token: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
-    route = model.super_link.route
+    module = model.get_submodule(args.module) if args.module else None
+    # (token, kind) -> [(probed vector, phrase name, sample)]
+    records: dict[tuple[str, str], list] = defaultdict(list)
+    batch_samples: list = []
 
     def recording_route(found, names=None):
-        for phrases, phrase_names in zip(found, names or []):
+        for b, (phrases, phrase_names) in enumerate(zip(found, names or [])):
             for (token, states, _), name in zip(phrases, phrase_names):
-                by_token[token][0].append(states.float().mean(0))
-                by_token[token][1].append(name)
-        return route(found, names)
+                sample = batch_samples[b]
+                records[token, 'states'].append((states.float().mean(0), name, sample))
+                if module is not None:
+                    out = module(states[None]).float().flatten()
+                    records[token, args.module].append((out, name, sample))
+        return {}  # the probe stops at the states: no decoder runs
 
     model.super_link.route = recording_route
+    model.super_link.predict = lambda routed, data_samples: None
     num = min(args.num, len(dataset))
     with torch.no_grad():
         for start in tqdm(range(0, num, args.batch_size), desc='probe'):
             batch = [dataset[i] for i in range(start, min(num, start + args.batch_size))]
-            model.predict(**model.data_preprocessor(pseudo_collate(batch), False))
-    result = {token: probe(torch.stack(states), names)
-              for token, (states, names) in by_token.items()}
+            data = model.data_preprocessor(pseudo_collate(batch), False)
+            batch_samples[:] = data['data_samples']
+            model.predict(**data)
+    result = {}
+    for (token, kind), rows in records.items():
+        vectors = torch.stack([v for v, _, _ in rows])
+        out = result.setdefault(token, {})
+        if not groupings:
+            out[kind] = probe(vectors, [n for _, n, _ in rows])
+        for name, (field, pattern) in groupings.items():
+            labels = [pattern.search(str(s.get(field, ''))) for _, _, s in rows]
+            keep = [i for i, m in enumerate(labels) if m]
+            if len(keep) < len(rows):
+                print(f'--by {name}: {len(rows) - len(keep)} of {len(rows)} phrases have no '
+                      f'match in {field!r} and are left out')
+            out[f'{kind} by {name}'] = probe(vectors[keep], [labels[i][0] for i in keep])
     print(json.dumps(dict(config=args.config, checkpoint=args.checkpoint, task=args.task,
                           split=args.split, by_routing_token=result), indent=1))
 
