@@ -82,16 +82,16 @@ def coco_person(world, tmp_path_factory) -> Path:
     return out
 
 
-def pipeline(train: bool, ask=None) -> list:
+def pipeline(train: bool, ask=None, seed=0) -> list:
     steps = [dict(type='LoadImageIfAny'), dict(type='DynamicTiles', tile_size=TILE, max_tiles=1)]
     if ask:
         steps.append(dict(type='AskKeypoints', keypoints=ask))
-    return steps + [dict(type='PoseTargets', scale=128, train=train, seed=0),
+    return steps + [dict(type='PoseTargets', scale=128, train=train, seed=seed),
                     dict(type='PackVLMInputs',
                          fields=('pose_img', 'pose_prompt', 'gt_pose', 'pose_eval'))]
 
 
-def shapes_dataset(world: Path, split: str = 'train', ask=None):
+def shapes_dataset(world: Path, split: str = 'train', ask=None, seed=0):
     import vlm2.plugins.unipose  # noqa: F401
     from vlm2.registry import DATASETS
     init_default_scope('vlm2')
@@ -99,7 +99,7 @@ def shapes_dataset(world: Path, split: str = 'train', ask=None):
         type='ShapesWorldPoseDataset', data_root=str(world),
         ann_file=f'annotations/keypoints_{split}.json',
         data_prefix=dict(img_path=f'images/{split}/'), sigmas=0.1,
-        test_mode=split == 'val', pipeline=pipeline(split == 'train', ask)))
+        test_mode=split == 'val', pipeline=pipeline(split == 'train', ask, seed)))
 
 
 def coco_dataset(world: Path, ann: Path, train: bool = True):
@@ -130,6 +130,22 @@ def test_keypoint_loss_reaches_pose_table_and_llm(world):
     assert table is not None and table.abs().sum() > 0
     llm_grads = [p.grad for n, p in model.llm.named_parameters() if 'layers.0.self_attn' in n]
     assert llm_grads and all(g is not None and g.abs().sum() > 0 for g in llm_grads)
+
+
+def test_training_prompts_follow_the_runner_seed(world):
+    from mmengine.runner import set_random_seed
+
+    def prompts(dataset, seed):
+        set_random_seed(seed)  # what the runner does with randomness.seed
+        return [str(dataset[i]['data_samples'].conversation) for i in range(len(dataset))]
+
+    varied = shapes_dataset(world, seed=None)
+    first = prompts(varied, 0)
+    assert prompts(shapes_dataset(world, seed=None), 0) == first  # a new build, the same seed
+    assert prompts(varied, 1) != first
+    assert len({str(varied[0]['data_samples'].conversation) for _ in range(12)}) > 1
+    fixed = shapes_dataset(world, seed=3)  # an int fixes each sample's prompt
+    assert prompts(fixed, 0) == prompts(fixed, 1)
 
 
 def test_sample_without_targets_trains(world):
