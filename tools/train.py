@@ -3,6 +3,7 @@ import argparse
 import os
 import os.path as osp
 
+import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
@@ -43,6 +44,10 @@ def main() -> None:
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     Runner.from_cfg(cfg).train()
+    if dist.is_available() and dist.is_initialized():
+        # MMEngine leaves the process group to interpreter teardown, where a gloo rank can
+        # abort ("terminate called without an active exception") after training succeeded.
+        dist.destroy_process_group()
 
 
 if __name__ == '__main__':
