@@ -90,10 +90,9 @@ class FrozenTextEncoder(nn.Module):
 
     ``pretrained``: a local folder (the SD layout: ``text_encoder/`` and ``tokenizer/``
     subfolders, or one folder holding both). ``config``: ``CLIPTextConfig`` fields and a
-    ``tokenizer`` (a ``TOKENIZERS`` config), for tiny models with no pretrained CLIP: the
-    weights are drawn from ``seed`` and stay frozen. Such a random encoder still maps each
-    caption to its own sequence, which is what the loss needs of it in a from-scratch model:
-    a dense target that keeps the caption in the query states (docs/design_notes.md).
+    ``tokenizer`` (a ``TOKENIZERS`` config), for tiny models and tests with no pretrained
+    CLIP: the weights are drawn from ``seed`` and stay frozen. As an alignment target for the
+    tiny recipe it did not keep the caption in the query states (plugin README).
     """
 
     def __init__(self, key: str, pretrained: Optional[str] = None,

@@ -61,8 +61,6 @@ class PoseTargets(BaseTransform):
         categories = results['pose_categories']
         anns = [a for a in results['pose_anns'] if not a.get('iscrowd', 0)]
         if self.train:
-            # Was np.random.default_rng(None): fresh OS entropy, so two runs of one seed drew
-            # different prompts (OKS AP 0.26 and 0.69 for the same config and seed).
             sid = str(results.get('sample_id', ''))
             rng = np.random.default_rng(np.random.randint(2 ** 31)) if self.seed is None \
                 else np.random.default_rng([self.seed, zlib.crc32(sid.encode())])
