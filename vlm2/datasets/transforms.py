@@ -24,6 +24,15 @@ class LoadImageIfAny(LoadImageFromFile):
         return super().transform(results)
 
 
+def sample_rng(sample_id: Optional[str], *seed: int) -> np.random.Generator:
+    """A generator for one sample's random choices: fixed by (``seed``, crc32 of
+    ``sample_id``) when a sample id is given, else drawn from NumPy's global generator, which
+    MMEngine seeds per process and data-loader worker, so a seeded run repeats."""
+    if sample_id is None:
+        return np.random.default_rng(np.random.randint(2 ** 31))
+    return np.random.default_rng([*seed, zlib.crc32(sample_id.encode())])
+
+
 def closest_grid(width: int, height: int, max_tiles: int, tile: int) -> tuple[int, int]:
     """The (cols, rows) grid of at most ``max_tiles`` tiles closest to the image's aspect
     ratio, preferring more tiles for large images (InternVL's rule)."""
@@ -125,8 +134,7 @@ class VisualPromptMasks(BaseTransform):
     def transform(self, results: dict) -> dict:
         h, w = results['height'], results['width']
         sid = str(results.get('sample_id', ''))
-        rng = np.random.default_rng(zlib.crc32(sid.encode())) if self.kind \
-            else np.random.default_rng(np.random.randint(2 ** 31))
+        rng = sample_rng(sid if self.kind else None)
         masks, kinds = [], []
         for region in results['regions']:
             where = f'{results.get("ann_file", "")} sample {sid} annotation ' \

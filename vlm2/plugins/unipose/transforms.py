@@ -1,5 +1,4 @@
 """The pose sample's prompt, the decoder's own image and its targets aligned to the prompt."""
-import zlib
 from typing import Optional, Sequence, Union
 
 import mmcv
@@ -7,6 +6,7 @@ import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
 
+from vlm2.datasets.transforms import sample_rng
 from vlm2.registry import TRANSFORMS
 from .keypoint_sets import phrase_of
 from .prompts import HUMAN, HUMAN_ALL, full_prompt, sample_prompt
@@ -62,8 +62,7 @@ class PoseTargets(BaseTransform):
         anns = [a for a in results['pose_anns'] if not a.get('iscrowd', 0)]
         if self.train:
             sid = str(results.get('sample_id', ''))
-            rng = np.random.default_rng(np.random.randint(2 ** 31)) if self.seed is None \
-                else np.random.default_rng([self.seed, zlib.crc32(sid.encode())])
+            rng = sample_rng(None) if self.seed is None else sample_rng(sid, self.seed)
             prompt = sample_prompt(categories, {a['category_id'] for a in anns}, rng,
                                    self.keep_positive, self.max_negatives,
                                    self.all_keypoints_prob,
