@@ -79,9 +79,9 @@ def superlink_cfg(args):
     # RES is left to the recipe's validation to keep the benchmark's evaluation short)
     cfg.val_dataloader.dataset.datasets = cfg.val_dataloader.dataset.datasets[1:4]
     cfg.val_evaluator = cfg.val_evaluator[1:4]
-    # decoder lr 2e-4 (the plain DINO's), the rest of the tiny recipe at its 1e-3
-    cfg.optim_wrapper.paramwise_cfg = dict(
-        custom_keys={'super_link.decoders': dict(lr_mult=0.2)}, bypass_duplicate=True)
+    if args.link_lr_mult is not None:
+        keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
+        keys.update({k: dict(lr_mult=args.link_lr_mult) for k in ('llm.', 'super_link.queries')})
     return cfg
 
 
@@ -197,6 +197,9 @@ def main() -> None:
     parser.add_argument('--max-iters', type=int, default=0, help='smoke runs only')
     parser.add_argument('--init-from', default=None,
                         help='start the super-link model from this MLLM checkpoint (stage 1)')
+    parser.add_argument('--link-lr-mult', type=float, default=None,
+                        help="lr multiplier of the LLM and the query tables (default: the "
+                             "recipe's 0.02, a tenth of the decoder's rate)")
     args = parser.parse_args()
     if args.budget_min > 20:
         parser.error('--budget-min: the budget is at most 20 minutes')
@@ -208,7 +211,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, '--which', part, '--data-root', args.data_root,
                '--work-dir', args.work_dir, '--budget-min', str(args.budget_min),
                '--max-iters', str(args.max_iters)] + \
-            (['--init-from', args.init_from] if args.init_from else [])
+            (['--init-from', args.init_from] if args.init_from else []) + \
+            (['--link-lr-mult', str(args.link_lr_mult)] if args.link_lr_mult is not None else [])
         subprocess.run(cmd, check=True, cwd=ROOT)
     res = {p: json.load(open(osp.join(args.work_dir, f'{p}.json'))) for p in ('superlink',
                                                                           'dino')}
