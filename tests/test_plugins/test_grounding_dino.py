@@ -344,12 +344,12 @@ def test_rec_and_res_metrics():
     assert 0.4 < out['cIoU'] < 0.65 and out['cIoU'] == pytest.approx(out['gIoU'])
 
 
-def interactive(root, kind=None):
+def interactive(root, kind=None, **kwargs):
     fields = ('det_inputs', 'det_sample', 'phrase_names', 'gt_bbox', 'gt_segm', 'region_masks',
               'prompt_kinds')
     return InteractiveSegDataset(
         ann_file=str(root / 'instances.json'), data_prefix=dict(img_path=str(root / 'images')),
-        test_mode=kind is not None,
+        test_mode=kind is not None, **kwargs,
         pipeline=[dict(type='LoadImageIfAny'),
                   dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
                   dict(type='ReferringPrompt', routing_token='[SEG]', templates='interactive',
@@ -374,6 +374,28 @@ def test_interactive_segmentation_samples_prompt_a_region_and_answer_its_seg_phr
     assert sample.det_sample.gt_instances.labels.tolist() == [0]
     prompt = sample.region_masks[0].bool()
     assert prompt[4:14, 4:14].all() and prompt.sum() == 100  # the box of annotation 1
+
+
+def test_interactive_training_prompts_hold_every_region_of_the_image_as_its_own_slot(fixture):
+    ds = interactive(fixture, kind='box', per_image=True)
+    ds.full_init()
+    assert len(ds) == 2  # images 11 (two instances) and 12 (one; crowd and degenerate out)
+    sample = ds[0]['data_samples']
+    assert sample.conversation == [
+        {'from': 'human', 'value': '<image>\nPlease segment <reg>region1<region></reg>, '
+                                   '<reg>region2<region></reg>.'},
+        {'from': 'gpt', 'value': 'region1[SEG], region2[SEG]'}]
+    assert sample.phrase_names == ['region1', 'region2']
+    assert sample.det_sample.gt_instances.labels.tolist() == [0, 1]
+    masks = sample.region_masks.bool()
+    assert masks.shape[0] == 2 and masks[0, 4:14, 4:14].all() and masks[0].sum() == 100
+    assert masks[1, 20:30, 18:28].all() and not masks[1, :14, :14].any()  # annotation 2
+    assert 'gt_bbox' not in sample  # no single target: the metric scores one region at a time
+
+    capped = interactive(fixture, per_image=True, max_regions=1)
+    capped.full_init()
+    assert capped.num_regions_left_out == 1
+    assert [len(capped.get_data_info(i)['regions']) for i in range(len(capped))] == [1, 1]
 
 
 def test_interactive_segmentation_loss_reaches_the_region_encoder(fixture):
@@ -505,3 +527,25 @@ def test_decoder_reads_its_own_image_at_inference(fixture):
         out = model.test_step(pseudo_collate([item]))[0]
     assert out.pred_instances.label_names[0] == 'circle'
     assert out.pred_instances.masks.shape[1:] == (SIZE, SIZE)
+
+
+@pytest.mark.parametrize('recipe,link', [
+    ('grounding_dino/configs/visionllmv2_tiny_shapes_det.py', 0.02),
+    ('regions/configs/visionllmv2_tiny_shapes_regions_seg.py', 0.2)])
+def test_tiny_recipes_train_decoder_and_link_at_their_rates(recipe, link):
+    from mmengine.optim import build_optim_wrapper
+    import vlm2.plugins.regions  # noqa: F401
+    init_default_scope('vlm2')
+    cfg = Config.fromfile(osp.join(osp.dirname(osp.dirname(grounding_dino.__file__)), recipe))
+    model = MODELS.build(cfg.model)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    lr_of = {id(p): g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
+    base = cfg.optim_wrapper.optimizer.lr
+    parts = dict(llm=model.llm, table=model.super_link.queries['perception'],
+                 decoder=model.super_link.decoders['perception'], tower=model.vision_tower,
+                 projector=model.projector)
+    rates = {name: {lr_of[id(p)] for p in part.parameters() if p.requires_grad}
+             for name, part in parts.items()}
+    assert rates == dict(llm={base * link}, table={base * link}, decoder={base * 0.2},
+                         tower={base}, projector={base})
+    assert len(lr_of) == len({id(p) for p in model.parameters() if p.requires_grad})

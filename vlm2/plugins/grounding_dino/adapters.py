@@ -8,6 +8,7 @@ training and the labels are the slots of that order. ShapesWorld is read through
 adapters.
 """
 import json
+import logging
 import os.path as osp
 import pickle
 from collections import defaultdict
@@ -197,38 +198,68 @@ class RefCocoDataset(VLMBaseDataset):
 
 @DATASETS.register_module()
 class InteractiveSegDataset(VLMBaseDataset):
-    """Interactive segmentation, COCO-interactive style: COCO instances, one sample per
-    instance (crowd regions skipped), whose visual prompt is drawn from the instance mask by
-    ``VisualPromptMasks`` (point, scribble, box, mask, ...).
+    """Interactive segmentation, COCO-interactive style: COCO instances (crowd regions
+    skipped), each with a visual prompt drawn from its mask by ``VisualPromptMasks`` (point,
+    scribble, box, mask, ...).
 
-    The prompt reads ``Please segment <reg>region1<region></reg>.`` and the answer
-    ``region1[SEG]``: the region's phrase embedding drives the decoder's mask. Writes
-    ``phrase`` (the question's region reference), ``answer_phrase`` (``region1``),
-    ``regions``, one instance with label 0, ``gt_bbox`` and ``gt_segm``, as RES does.
+    One sample per instance (evaluation): the prompt reads ``Please segment
+    <reg>region1<region></reg>.`` and the answer ``region1[SEG]``; the region's phrase
+    embedding drives the decoder's mask. Writes ``phrase`` (the question's region reference),
+    ``answer_phrase`` (``region1``), ``regions``, one instance with label 0, ``gt_bbox`` and
+    ``gt_segm``, as RES does.
+
+    ``per_image=True`` (training, as the paper's released code does) gives one sample per
+    image with all its instances as regions ``region1 ... regionR``, each its own phrase slot
+    (label ``i``). The decoder's contrastive classification then has to tell the regions
+    apart, which a single phrase per prompt never asks of it. Instances beyond
+    ``max_regions`` are left out, counted in ``num_regions_left_out`` and logged.
     """
 
-    REGION = '<reg>region1<region></reg>'
-
-    def __init__(self, *args, task: str = 'interactive', **kwargs) -> None:
+    def __init__(self, *args, task: str = 'interactive', per_image: bool = False,
+                 max_regions: int = 20, **kwargs) -> None:
+        self.per_image = per_image
+        self.max_regions = max_regions
+        self.num_regions_left_out = 0
         super().__init__(*args, task=task, **kwargs)
+
+    @staticmethod
+    def region(i: int) -> str:
+        return f'<reg>region{i}<region></reg>'
 
     def load_data_list(self) -> list[dict]:
         index = CocoIndex(self.ann_file, with_mask=True)
         self.num_degenerate = index.num_degenerate
         infos = []
         for img_id, img in index.images.items():
-            for inst in index.instances.get(img_id, []):
-                if inst['ignore_flag']:
-                    continue
-                x1, y1, x2, y2 = inst['bbox']
-                infos.append(dict(
-                    sample_id=f'{img_id}_{inst["ann_id"]}', img_id=img_id,
-                    img_path=self.image_path(img['file_name']), height=img['height'],
-                    width=img['width'], phrase=self.REGION, answer_phrase='region1',
-                    regions=[dict(id=inst['ann_id'], segmentation=inst['mask'],
-                                  bbox=[x1, y1, x2 - x1, y2 - y1])],
-                    instances=[dict(inst, bbox_label=0)], gt_bbox=inst['bbox'],
-                    gt_segm=inst['mask']))
+            insts = [i for i in index.instances.get(img_id, []) if not i['ignore_flag']]
+            if self.per_image:
+                groups = [insts[:self.max_regions]] if insts else []
+                self.num_regions_left_out += max(0, len(insts) - self.max_regions)
+            else:
+                groups = [[inst] for inst in insts]
+            for group in groups:
+                ids = range(1, len(group) + 1)
+                regions = [dict(id=inst['ann_id'], segmentation=inst['mask'],
+                                bbox=[inst['bbox'][0], inst['bbox'][1],
+                                      inst['bbox'][2] - inst['bbox'][0],
+                                      inst['bbox'][3] - inst['bbox'][1]]) for inst in group]
+                info = dict(
+                    img_id=img_id, img_path=self.image_path(img['file_name']),
+                    height=img['height'], width=img['width'], regions=regions,
+                    instances=[dict(inst, bbox_label=i) for i, inst in enumerate(group)])
+                if self.per_image:
+                    info.update(sample_id=str(img_id), phrase=[self.region(i) for i in ids],
+                                answer_phrase=[f'region{i}' for i in ids])
+                else:
+                    inst = group[0]
+                    info.update(sample_id=f'{img_id}_{inst["ann_id"]}', phrase=self.region(1),
+                                answer_phrase='region1', gt_bbox=inst['bbox'],
+                                gt_segm=inst['mask'])
+                infos.append(info)
+        if self.num_regions_left_out:
+            print_log(f'{self.ann_file}: {self.num_regions_left_out} instances left out of '
+                      f'the interactive prompts (more than max_regions={self.max_regions} '
+                      'in an image)', 'current', logging.WARNING)
         return infos
 
 

@@ -142,7 +142,9 @@ class ReferringPrompt(BaseTransform):
 
     Reads ``phrase`` (the referring expression; its one target has label 0) and, where the
     answer names it differently, ``answer_phrase`` (interactive segmentation: the question
-    holds ``<reg>region1<region></reg>``, the answer ``region1[SEG]``).
+    holds ``<reg>region1<region></reg>``, the answer ``region1[SEG]``). Lists of phrases
+    (several regions of one image) are joined with commas, and answer phrase ``i`` is slot
+    ``i``: ``region1[SEG], region2[SEG]``.
     """
 
     def __init__(self, routing_token: str = '[GRD]', templates: Union[str, Sequence[str]] = 'rec',
@@ -154,11 +156,12 @@ class ReferringPrompt(BaseTransform):
     def transform(self, results: dict) -> dict:
         phrase = results['phrase']
         answer = results.get('answer_phrase', phrase)
+        phrases, answers = ([phrase], [answer]) if isinstance(phrase, str) else (phrase, answer)
         template = random.choice(self.templates) if self.shuffle else self.templates[0]
-        results['phrase_names'] = [answer]
+        results['phrase_names'] = list(answers)
         results['conversation'] = [
-            {'from': 'human', 'value': '<image>\n' + template.format(phrase=phrase)},
-            {'from': 'gpt', 'value': f'{answer}{self.routing_token}'}]
+            {'from': 'human', 'value': '<image>\n' + template.format(phrase=', '.join(phrases))},
+            {'from': 'gpt', 'value': ', '.join(f'{a}{self.routing_token}' for a in answers)}]
         return results
 
 
