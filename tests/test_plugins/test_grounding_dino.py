@@ -325,6 +325,50 @@ def test_unknown_image_id_names_the_annotation(tmp_path):
         coco(tmp_path).full_init()
 
 
+def test_referring_training_prompts_hold_every_referred_object_of_the_image(fixture):
+    refs = json.loads((fixture / 'refs.json').read_text()) + [
+        dict(ref_id=1, ann_id=2, image_id=11, split='val', category_id=9,
+             sentences=[dict(sent='the star', sent_id=2)]),
+        dict(ref_id=2, ann_id=1, image_id=11, split='val', category_id=5,  # same object
+             sentences=[dict(sent='the left shape', sent_id=3)]),
+        dict(ref_id=3, ann_id=3, image_id=12, split='val', category_id=2,
+             sentences=[dict(sent='the wide box', sent_id=4)])]
+    (fixture / 'refs.json').write_text(json.dumps(refs))
+
+    def dataset(train):
+        pipeline = ref_pipeline()
+        pipeline[2] = dict(pipeline[2], shuffle=train)
+        return RefCocoDataset(ann_file=str(fixture / 'refs.json'), per_image=True,
+                              instances_file=str(fixture / 'instances.json'),
+                              data_prefix=dict(img_path=str(fixture / 'images')),
+                              pipeline=pipeline)
+    ds = dataset(train=False)
+    ds.full_init()
+    assert len(ds) == 2
+    assert ds.get_data_info(0)['phrase'] == [['the blue square', 'the square', 'the left shape'],
+                                             ['the star']]
+    sample = ds[0]['data_samples']
+    assert sample.conversation[1]['value'] == 'the blue square[GRD], the star[GRD]'
+    assert sample.conversation[0]['value'].endswith('the blue square, the star?')
+    assert sample.det_sample.gt_instances.labels.tolist() == [0, 1]
+
+    # training draws a sentence per object and the slots' order; labels follow the slots
+    ds = dataset(train=True)
+    random.seed(0)
+    orders = set()
+    for _ in range(12):
+        sample = ds[0]['data_samples']
+        names = sample.phrase_names
+        assert sample.conversation[1]['value'] == ', '.join(f'{n}[GRD]' for n in names)
+        star = names.index('the star')
+        boxes = sample.det_sample.gt_instances.bboxes.tensor
+        labels = sample.det_sample.gt_instances.labels.tolist()
+        assert boxes[labels.index(star)][0] > 15  # the star is annotation 2, at x = 18
+        assert names[1 - star] in ('the blue square', 'the square', 'the left shape')
+        orders.add(star)
+    assert orders == {0, 1}
+
+
 def test_rec_and_res_metrics():
     box = torch.tensor([[0., 0., 10., 10.], [20., 20., 30., 30.]])
     mask = torch.zeros(2, 32, 32, dtype=torch.bool)

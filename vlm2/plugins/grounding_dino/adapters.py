@@ -145,20 +145,29 @@ class RefCocoDataset(VLMBaseDataset):
     pickled list; a JSON list is read too, as ShapesWorld writes it) plus the COCO
     ``instances.json`` holding the referred annotations.
 
-    One sample per (ref, sentence); REC (``[GRD]``, task ``'rec'``) targets the box, RES
-    (``[SEG]``, task ``'res'``) the mask. Writes ``phrase`` and one instance with label 0,
-    plus ``gt_bbox`` (xyxy) and ``gt_segm`` (the COCO segmentation) in original pixels.
+    One sample per (ref, sentence) (evaluation); REC (``[GRD]``, task ``'rec'``) targets the
+    box, RES (``[SEG]``, task ``'res'``) the mask. Writes ``phrase`` and one instance with
+    label 0, plus ``gt_bbox`` (xyxy) and ``gt_segm`` (the COCO segmentation) in original
+    pixels.
+
+    ``per_image=True`` (training) gives one sample per image whose phrase slots are its
+    referred objects: ``phrase`` is a list holding each object's sentences (the prompt
+    transform picks one), and object ``i`` has label ``i``. The decoder then has to tell the
+    expressions of one image apart, as detection makes it tell the classes apart; with one
+    expression per prompt its contrastive classification never compares two.
 
     Args:
         ann_file: the refs file.
         instances_file: the COCO instances file.
         split: keep refs of this split (None: all).
+        per_image: one sample per image, every referred object a slot.
     """
 
     def __init__(self, *args, instances_file: str, split=None, task: str = 'rec',
-                 **kwargs) -> None:
+                 per_image: bool = False, **kwargs) -> None:
         self.instances_file = instances_file
         self.split = split
+        self.per_image = per_image
         super().__init__(*args, task=task, **kwargs)
 
     def _refs(self) -> list:
@@ -174,7 +183,7 @@ class RefCocoDataset(VLMBaseDataset):
         if self.data_root and not osp.isabs(inst_file):
             inst_file = osp.join(self.data_root, inst_file)
         index = CocoIndex(inst_file, with_mask=True)
-        infos = []
+        infos, by_image = [], {}
         for ref in self._refs():
             if self.split is not None and ref.get('split') != self.split:
                 continue
@@ -186,6 +195,21 @@ class RefCocoDataset(VLMBaseDataset):
             if inst is None:
                 continue
             img = index.images[ann['image_id']]
+            sents = [sent['sent'].strip() for sent in ref.get('sentences', [])]
+            if self.per_image:
+                if not sents:
+                    continue
+                info = by_image.setdefault(img['id'], dict(
+                    sample_id=str(img['id']), img_id=img['id'],
+                    img_path=self.image_path(img['file_name']), height=img['height'],
+                    width=img['width'], phrase=[], instances=[], ann_ids=[]))
+                if ann['id'] in info['ann_ids']:  # another ref of the same object
+                    info['phrase'][info['ann_ids'].index(ann['id'])] += sents
+                    continue
+                info['instances'].append(dict(inst, bbox_label=len(info['phrase'])))
+                info['phrase'].append(sents)
+                info['ann_ids'].append(ann['id'])
+                continue
             for k, sent in enumerate(ref.get('sentences', [])):
                 infos.append(dict(
                     sample_id=f'{ref["ref_id"]}_{sent.get("sent_id", k)}', img_id=img['id'],
@@ -193,7 +217,7 @@ class RefCocoDataset(VLMBaseDataset):
                     width=img['width'], phrase=sent['sent'].strip(), ref_id=ref['ref_id'],
                     instances=[dict(inst, bbox_label=0)], gt_bbox=inst['bbox'],
                     gt_segm=inst['mask']))
-        return infos
+        return infos + list(by_image.values())
 
 
 @DATASETS.register_module()

@@ -142,9 +142,13 @@ class ReferringPrompt(BaseTransform):
 
     Reads ``phrase`` (the referring expression; its one target has label 0) and, where the
     answer names it differently, ``answer_phrase`` (interactive segmentation: the question
-    holds ``<reg>region1<region></reg>``, the answer ``region1[SEG]``). Lists of phrases
-    (several regions of one image) are joined with commas, and answer phrase ``i`` is slot
-    ``i``: ``region1[SEG], region2[SEG]``.
+    holds ``<reg>region1<region></reg>``, the answer ``region1[SEG]``).
+
+    A list of phrases (several objects of one image) becomes one slot each, joined with
+    commas: ``the red circle[GRD], the blue star[GRD]``; target label ``i`` is slot ``i``.
+    An element may be a list of sentences for one object: training (``shuffle``) draws one
+    and the slots' order, remapping the labels; otherwise the first sentence and the given
+    order are kept. Answers named apart (regions numbered in the question) keep their order.
     """
 
     def __init__(self, routing_token: str = '[GRD]', templates: Union[str, Sequence[str]] = 'rec',
@@ -157,6 +161,17 @@ class ReferringPrompt(BaseTransform):
         phrase = results['phrase']
         answer = results.get('answer_phrase', phrase)
         phrases, answers = ([phrase], [answer]) if isinstance(phrase, str) else (phrase, answer)
+        if not isinstance(phrase, str) and 'answer_phrase' not in results:
+            phrases = [(random.choice(p) if self.shuffle else p[0])
+                       if isinstance(p, (list, tuple)) else p for p in phrases]
+            order = list(range(len(phrases)))
+            if self.shuffle:
+                random.shuffle(order)
+                where = {old: new for new, old in enumerate(order)}
+                labels = results.get('gt_bboxes_labels', np.zeros(0, dtype=np.int64))
+                results['gt_bboxes_labels'] = np.array([where[int(c)] for c in labels],
+                                                       dtype=np.int64)
+            phrases = answers = results['phrase'] = [phrases[i] for i in order]
         template = random.choice(self.templates) if self.shuffle else self.templates[0]
         results['phrase_names'] = list(answers)
         results['conversation'] = [

@@ -110,8 +110,9 @@ def _source(kind, split):
                     ann_file=f'annotations/instances_{split}.json',
                     data_prefix=dict(img_path=f'images/{split}/'), test_mode=not train,
                     pipeline=_pipeline(_slots(token, kind, train), det_fields, train))
+    # training prompts hold every referred object of the image, each its own slot
     token = '[GRD]' if kind == 'rec' else '[SEG]'
-    return dict(type='RefCocoDataset', task=kind, data_root=_base_.data_root,
+    return dict(type='RefCocoDataset', task=kind, data_root=_base_.data_root, per_image=train,
                 ann_file=f'annotations/refs_{split}.json',
                 instances_file=f'annotations/instances_{split}.json',
                 data_prefix=dict(img_path=f'images/{split}/'), test_mode=not train,
