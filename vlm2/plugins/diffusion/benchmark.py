@@ -105,6 +105,9 @@ def build_cfg(args, subsets: dict) -> Config:
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=50)
     cfg.work_dir = args.work_dir
     cfg.randomness = dict(seed=args.seed)
+    if args.link_lr_mult is not None:
+        keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
+        keys.update({k: dict(lr_mult=args.link_lr_mult) for k in ('llm.', 'super_link.queries')})
     return cfg
 
 
@@ -175,6 +178,9 @@ def main() -> None:
     parser.add_argument('--max-iters', type=int, default=1500)
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--link-lr-mult', type=float, default=None,
+                        help="lr multiplier of the LLM and the query tables (default: the "
+                             "recipe's 0.1)")
     args = parser.parse_args()
     start = time.time()
     # Adam's decaying moments of rarely used parameters drift into denormal floats, which
