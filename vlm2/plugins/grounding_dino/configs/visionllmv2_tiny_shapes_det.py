@@ -73,7 +73,8 @@ model = dict(super_link=dict(decoders=dict(perception=perception)))
 # paper's stage-2 ratio (LLM 1e-5, decoders 1e-4); the tower and projector keep 1e-3. With the
 # link at 1e-3 the [DET] phrase states lost their class (nearest class centroid 1.00 at
 # initialisation, 0.71 after 15 minutes) and the 20-minute benchmark gave box AP 0.403; with
-# this 0.698 (plugin README). bypass_duplicate: the tied input and output embeddings.
+# this 0.698 and 0.721 in two runs (plugin README). bypass_duplicate: the tied input and
+# output embeddings.
 optim_wrapper = dict(paramwise_cfg=dict(
     custom_keys={'super_link.decoders': dict(lr_mult=0.2), 'llm.': dict(lr_mult=0.02),
                  'super_link.queries': dict(lr_mult=0.02)},
