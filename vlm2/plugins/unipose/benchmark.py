@@ -38,8 +38,10 @@ ARMS = ('q4_separate', 'q1_separate', 'q4_shared')
 
 
 def arm_config(arm: str, data_root: str, minutes: Optional[float], iters: Optional[int],
-               work_dir: str, batch_size: int, seed: int, log_interval: int = 10) -> Config:
-    """The pose-only tiny recipe for one ablation arm."""
+               work_dir: str, batch_size: int, seed: int, log_interval: int = 10,
+               link_lr_mult: Optional[float] = None) -> Config:
+    """The pose-only tiny recipe for one ablation arm; ``link_lr_mult`` scales the learning
+    rate of the LLM and the query tables."""
     cfg = Config.fromfile(CONFIG)
     queries = 1 if arm.startswith('q1') else 4
     decoders = cfg.model.super_link.decoders
@@ -70,6 +72,10 @@ def arm_config(arm: str, data_root: str, minutes: Optional[float], iters: Option
     cfg.randomness = dict(seed=seed)
     cfg.work_dir = osp.join(work_dir, arm)
     cfg.env_cfg.dist_cfg = dict(backend='gloo')
+    if link_lr_mult is not None:
+        cfg.optim_wrapper.paramwise_cfg = dict(
+            custom_keys={k: dict(lr_mult=link_lr_mult) for k in ('llm.', 'super_link.queries')},
+            bypass_duplicate=True)  # the tied input and output embeddings
     return cfg
 
 
@@ -89,6 +95,9 @@ def main() -> None:
     parser.add_argument('--generate', action='store_true',
                         help='also evaluate with generated replies (routing="generate")')
     parser.add_argument('--work-dir', default='work_dirs/pose_bench')
+    parser.add_argument('--link-lr-mult', type=float, default=None,
+                        help="lr multiplier of the LLM and the query tables (default: the "
+                             "recipe's 1.0)")
     args = parser.parse_args()
     if args.minutes is None and args.iters is None:
         args.minutes = 20.0
@@ -97,7 +106,7 @@ def main() -> None:
         if arm not in ARMS:
             raise ValueError(f'--arms: unknown arm {arm!r}; choose from {ARMS}')
         cfg = arm_config(arm, args.data_root, args.minutes, args.iters, args.work_dir,
-                         args.batch_size, args.seed, args.log_interval)
+                         args.batch_size, args.seed, args.log_interval, args.link_lr_mult)
         runner = Runner.from_cfg(cfg)
         runner.train()
         hook = next(h for h in runner.hooks if isinstance(h, BudgetHook))
@@ -105,7 +114,7 @@ def main() -> None:
         t0 = time.perf_counter()
         metrics = runner.val_loop.run()
         result = dict(benchmark='unipose_shapes_world', arm=arm, minutes=args.minutes,
-                      max_iters=args.iters,
+                      max_iters=args.iters, link_lr_mult=args.link_lr_mult,
                       batch_size=args.batch_size, iters=iters, train_s=round(hook.elapsed, 1),
                       s_per_iter=round(hook.elapsed / max(iters, 1), 2),
                       eval_s=round(time.perf_counter() - t0, 1),
