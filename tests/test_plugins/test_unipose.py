@@ -350,3 +350,22 @@ def test_metric_perfect_and_shifted_predictions(world):
     assert perfect['shapes_world/AP'] == pytest.approx(1.0)
     assert perfect['shapes_world/PCK@0.2'] == pytest.approx(1.0)
     assert shifted['shapes_world/AP'] < 0.5 and shifted['shapes_world/PCK@0.2'] < 1.0
+
+
+def test_tiny_recipe_trains_the_link_at_a_tenth_of_the_decoders_rate():
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from vlm2.registry import MODELS
+    init_default_scope('vlm2')
+    cfg = Config.fromfile('vlm2/plugins/unipose/configs/visionllmv2_tiny_shapes_pose.py')
+    model = MODELS.build(cfg.model)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    lr_of = {id(p): g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
+    base = cfg.optim_wrapper.optimizer.lr
+    parts = dict(llm=model.llm, pose_table=model.super_link.queries['pose'],
+                 class_table=model.super_link.queries['class_table'],
+                 decoder=model.super_link.decoders['pose'], projector=model.projector)
+    rates = {name: {lr_of[id(p)] for p in part.parameters() if p.requires_grad}
+             for name, part in parts.items()}
+    assert rates == dict(llm={base / 10}, pose_table={base / 10}, class_table={base / 10},
+                         decoder={base}, projector={base})
