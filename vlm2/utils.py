@@ -46,3 +46,13 @@ def reroot(x, root: str, old: str = SHAPES_WORLD_ROOT):
     if isinstance(x, str) and x.startswith(old):
         return os.path.join(root, x[len(old):])
     return x
+
+
+def set_link_lr_mult(cfg, mult: float) -> None:
+    """Run the link (the LLM and the query tables) at ``mult`` times the base learning rate,
+    keeping the config's other ``paramwise_cfg`` keys: the benchmarks' ``--link-lr-mult``."""
+    paramwise = dict(cfg.optim_wrapper.get('paramwise_cfg') or {})
+    paramwise['custom_keys'] = {**paramwise.get('custom_keys', {}),
+                                **{k: dict(lr_mult=mult) for k in ('llm.', 'super_link.queries')}}
+    paramwise['bypass_duplicate'] = True  # the tied input and output embeddings
+    cfg.optim_wrapper.paramwise_cfg = paramwise

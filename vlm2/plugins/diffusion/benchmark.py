@@ -33,6 +33,7 @@ from mmengine.runner import Runner  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from vlm2.engine import BudgetHook  # noqa: E402
+from vlm2.utils import set_link_lr_mult  # noqa: E402
 
 RECIPE = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
                   'visionllmv2_tiny_shapes_gen.py')
@@ -106,8 +107,7 @@ def build_cfg(args, subsets: dict) -> Config:
     cfg.work_dir = args.work_dir
     cfg.randomness = dict(seed=args.seed)
     if args.link_lr_mult is not None:
-        keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
-        keys.update({k: dict(lr_mult=args.link_lr_mult) for k in ('llm.', 'super_link.queries')})
+        set_link_lr_mult(cfg, args.link_lr_mult)
     return cfg
 
 

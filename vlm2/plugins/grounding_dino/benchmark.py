@@ -72,7 +72,7 @@ def init_from_hook_cls():
 
 def superlink_cfg(args):
     from mmengine.config import Config
-    from vlm2.utils import reroot
+    from vlm2.utils import reroot, set_link_lr_mult
     cfg = Config(reroot(Config.fromfile(CONFIG).to_dict(), args.data_root))
     cfg.model.test_cfg.routing = 'forced'
     # evaluate detection, segmentation and REC (with forced routing a VQA answer is given;
@@ -80,8 +80,7 @@ def superlink_cfg(args):
     cfg.val_dataloader.dataset.datasets = cfg.val_dataloader.dataset.datasets[1:4]
     cfg.val_evaluator = cfg.val_evaluator[1:4]
     if args.link_lr_mult is not None:
-        keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
-        keys.update({k: dict(lr_mult=args.link_lr_mult) for k in ('llm.', 'super_link.queries')})
+        set_link_lr_mult(cfg, args.link_lr_mult)
     return cfg
 
 

@@ -31,6 +31,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from vlm2.engine import BudgetHook
+from vlm2.utils import set_link_lr_mult
 
 CONFIG = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
                   'visionllmv2_tiny_shapes_pose.py')
@@ -73,9 +74,7 @@ def arm_config(arm: str, data_root: str, minutes: Optional[float], iters: Option
     cfg.work_dir = osp.join(work_dir, arm)
     cfg.env_cfg.dist_cfg = dict(backend='gloo')
     if link_lr_mult is not None:
-        cfg.optim_wrapper.paramwise_cfg = dict(
-            custom_keys={k: dict(lr_mult=link_lr_mult) for k in ('llm.', 'super_link.queries')},
-            bypass_duplicate=True)  # the tied input and output embeddings
+        set_link_lr_mult(cfg, link_lr_mult)
     return cfg
 
 
