@@ -73,3 +73,24 @@ def save_tiny_pretrained(root, words=('red', 'circle', 'how', 'many'), image_siz
                                      patch_size=patch_size)).save_pretrained(
         os.path.join(root, 'clip'))
     return llm
+
+
+def recipe_rates(config: str, parts) -> tuple:
+    """Build a recipe's model and optimizer as the runner does. Returns the base learning
+    rate, ``{name: set of learning rates}`` of the modules ``parts(model)`` names, and whether
+    every trainable parameter is in the optimizer."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmengine.utils import import_modules_from_strings
+    from vlm2.registry import MODELS
+    init_default_scope('vlm2')
+    cfg = Config.fromfile(config)
+    import_modules_from_strings(**cfg.custom_imports)
+    model = MODELS.build(cfg.model)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    lr_of = {id(p): g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
+    rates = {name: {lr_of[id(p)] for p in part.parameters() if p.requires_grad}
+             for name, part in parts(model).items()}
+    covered = len(lr_of) == len({id(p) for p in model.parameters() if p.requires_grad})
+    return cfg.optim_wrapper.optimizer.lr, rates, covered

@@ -7,7 +7,7 @@ import pytest
 import torch
 from mmengine.registry import init_default_scope
 
-from conftest import tiny_model_cfg
+from conftest import recipe_rates, tiny_model_cfg
 from vlm2.datasets.shapes_world.scene import Scene, sample_shape
 from vlm2.plugins.diffusion import (CaptionImageDataset, CLIPScoreMetric, FIDMetric,
                                     InstructEditDataset, LoadDiffusionImages,
@@ -407,23 +407,14 @@ def test_tiny_recipe_builds_pixel_space_decoders_at_64px():
 
 
 def test_tiny_recipe_trains_the_link_at_a_tenth_of_the_unets_rate():
-    from mmengine.config import Config
-    from mmengine.optim import build_optim_wrapper
-    import vlm2.plugins.diffusion  # noqa: F401
-    init_default_scope('vlm2')
-    cfg = Config.fromfile('vlm2/plugins/diffusion/configs/visionllmv2_tiny_shapes_gen.py')
-    model = MODELS.build(cfg.model)
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    lr_of = {id(p): g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
-    base = cfg.optim_wrapper.optimizer.lr
-    parts = dict(llm=model.llm, gen_table=model.super_link.queries['gen'],
-                 conditioner=model.super_link.decoders['edit'].conditioner,
-                 unet=model.super_link.decoders['gen'].unet, projector=model.projector)
-    rates = {name: {lr_of[id(p)] for p in part.parameters() if p.requires_grad}
-             for name, part in parts.items()}
+    base, rates, covered = recipe_rates(
+        'vlm2/plugins/diffusion/configs/visionllmv2_tiny_shapes_gen.py',
+        lambda m: dict(llm=m.llm, gen_table=m.super_link.queries['gen'],
+                       conditioner=m.super_link.decoders['edit'].conditioner,
+                       unet=m.super_link.decoders['gen'].unet, projector=m.projector))
     assert rates == dict(llm={base / 10}, gen_table={base / 10}, conditioner={base / 10},
                          unet={base}, projector={base})
-    assert len(lr_of) == len({id(p) for p in model.parameters() if p.requires_grad})
+    assert covered
 
 
 @pytest.mark.parametrize('noise', [NOISE, V_NOISE], ids=['epsilon', 'v_prediction'])

@@ -12,7 +12,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from PIL import Image
 
-from conftest import tiny_model_cfg
+from conftest import recipe_rates, tiny_model_cfg
 
 init_default_scope('vlm2')
 from vlm2.plugins import grounding_dino  # noqa: E402
@@ -577,19 +577,11 @@ def test_decoder_reads_its_own_image_at_inference(fixture):
     ('grounding_dino/configs/visionllmv2_tiny_shapes_det.py', 0.02),
     ('regions/configs/visionllmv2_tiny_shapes_regions_seg.py', 0.2)])
 def test_tiny_recipes_train_decoder_and_link_at_their_rates(recipe, link):
-    from mmengine.optim import build_optim_wrapper
-    import vlm2.plugins.regions  # noqa: F401
-    init_default_scope('vlm2')
-    cfg = Config.fromfile(osp.join(osp.dirname(osp.dirname(grounding_dino.__file__)), recipe))
-    model = MODELS.build(cfg.model)
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    lr_of = {id(p): g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
-    base = cfg.optim_wrapper.optimizer.lr
-    parts = dict(llm=model.llm, table=model.super_link.queries['perception'],
-                 decoder=model.super_link.decoders['perception'], tower=model.vision_tower,
-                 projector=model.projector)
-    rates = {name: {lr_of[id(p)] for p in part.parameters() if p.requires_grad}
-             for name, part in parts.items()}
+    base, rates, covered = recipe_rates(
+        osp.join(osp.dirname(osp.dirname(grounding_dino.__file__)), recipe),
+        lambda m: dict(llm=m.llm, table=m.super_link.queries['perception'],
+                       decoder=m.super_link.decoders['perception'], tower=m.vision_tower,
+                       projector=m.projector))
     assert rates == dict(llm={base * link}, table={base * link}, decoder={base * 0.2},
                          tower={base}, projector={base})
-    assert len(lr_of) == len({id(p) for p in model.parameters() if p.requires_grad})
+    assert covered

@@ -10,7 +10,7 @@ import torch
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
-from conftest import tiny_model_cfg
+from conftest import recipe_rates, tiny_model_cfg
 
 COCO_NAMES = ['nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
               'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist',
@@ -353,19 +353,11 @@ def test_metric_perfect_and_shifted_predictions(world):
 
 
 def test_tiny_recipe_trains_the_link_at_a_tenth_of_the_decoders_rate():
-    from mmengine.config import Config
-    from mmengine.optim import build_optim_wrapper
-    from vlm2.registry import MODELS
-    init_default_scope('vlm2')
-    cfg = Config.fromfile('vlm2/plugins/unipose/configs/visionllmv2_tiny_shapes_pose.py')
-    model = MODELS.build(cfg.model)
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    lr_of = {id(p): g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
-    base = cfg.optim_wrapper.optimizer.lr
-    parts = dict(llm=model.llm, pose_table=model.super_link.queries['pose'],
-                 class_table=model.super_link.queries['class_table'],
-                 decoder=model.super_link.decoders['pose'], projector=model.projector)
-    rates = {name: {lr_of[id(p)] for p in part.parameters() if p.requires_grad}
-             for name, part in parts.items()}
+    base, rates, covered = recipe_rates(
+        'vlm2/plugins/unipose/configs/visionllmv2_tiny_shapes_pose.py',
+        lambda m: dict(llm=m.llm, pose_table=m.super_link.queries['pose'],
+                       class_table=m.super_link.queries['class_table'],
+                       decoder=m.super_link.decoders['pose'], projector=m.projector))
     assert rates == dict(llm={base / 10}, pose_table={base / 10}, class_table={base / 10},
                          decoder={base}, projector={base})
+    assert covered
