@@ -183,7 +183,7 @@ class RefCocoDataset(VLMBaseDataset):
         if self.data_root and not osp.isabs(inst_file):
             inst_file = osp.join(self.data_root, inst_file)
         index = CocoIndex(inst_file, with_mask=True)
-        infos, by_image = [], {}
+        infos, by_image, slot_of = [], {}, {}  # slot_of: annotation id -> its image's slot
         for ref in self._refs():
             if self.split is not None and ref.get('split') != self.split:
                 continue
@@ -202,13 +202,13 @@ class RefCocoDataset(VLMBaseDataset):
                 info = by_image.setdefault(img['id'], dict(
                     sample_id=str(img['id']), img_id=img['id'],
                     img_path=self.image_path(img['file_name']), height=img['height'],
-                    width=img['width'], phrase=[], instances=[], ann_ids=[]))
-                if ann['id'] in info['ann_ids']:  # another ref of the same object
-                    info['phrase'][info['ann_ids'].index(ann['id'])] += sents
+                    width=img['width'], phrase=[], instances=[]))
+                if ann['id'] in slot_of:  # another ref of the same object
+                    info['phrase'][slot_of[ann['id']]] += sents
                     continue
+                slot_of[ann['id']] = len(info['phrase'])
                 info['instances'].append(dict(inst, bbox_label=len(info['phrase'])))
                 info['phrase'].append(sents)
-                info['ann_ids'].append(ann['id'])
                 continue
             for k, sent in enumerate(ref.get('sentences', [])):
                 infos.append(dict(
