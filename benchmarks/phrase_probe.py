@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--by', action='append', default=[], metavar='NAME=FIELD:REGEX',
                         help='group phrases by the REGEX match in the sample\'s FIELD '
-                             'instead of by the phrase text (repeatable)')
+                             '(`phrase`: the phrase text itself) instead of by the whole '
+                             'phrase text (repeatable)')
     parser.add_argument('--module', default=None,
                         help='a submodule (dotted path) applied to each phrase\'s (1, N, C) '
                              'states; its flattened output is probed too')
@@ -127,7 +128,8 @@ def main() -> None:
         if not groupings:
             out[kind] = probe(vectors, [n for _, n, _ in rows])
         for name, (field, pattern) in groupings.items():
-            labels = [pattern.search(str(s.get(field, ''))) for _, _, s in rows]
+            labels = [pattern.search(n if field == 'phrase' else str(s.get(field, '')))
+                      for _, n, s in rows]
             keep = [i for i, m in enumerate(labels) if m]
             if len(keep) < len(rows):
                 print(f'--by {name}: {len(rows) - len(keep)} of {len(rows)} phrases have no '

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from PIL import Image
 
@@ -53,10 +53,15 @@ def main() -> None:
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument('--lr', type=float, default=1e-3)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override keys of the recipe, e.g. '
+                             'model.vision_tower.config.patch_size=4')
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     init_default_scope('vlm2')
-    tower = MODELS.build(Config.fromfile(CONFIG).model.vision_tower)
+    cfg = Config.fromfile(CONFIG)
+    cfg.merge_from_dict(args.cfg_options)
+    tower = MODELS.build(cfg.model.vision_tower)
     xtr, ytr = load_split(args.data_root, 'train')
     xva, yva = load_split(args.data_root, 'val')
     head = torch.nn.Linear(tower.out_channels, ytr.shape[1])

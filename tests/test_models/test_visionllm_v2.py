@@ -136,6 +136,31 @@ def test_pixel_shuffle_merges_neighbouring_patches():
     assert torch.equal(out[0, 0], torch.cat([feats[0, 0], feats[0, 1], feats[0, 4], feats[0, 5]]))
 
 
+def test_conv_stem_replaces_the_patchify_conv_and_keeps_the_grid():
+    from vlm2.models import VisionTower
+    config = dict(type='CLIPVisionConfig', hidden_size=16, intermediate_size=32,
+                  num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+    tower = VisionTower(model_class='CLIPVisionModel', frozen=False, select_layer=-1,
+                        conv_stem=[4, 8, 8], config=config)
+    stem = next(m for n, m in tower.model.named_modules() if n.endswith('patch_embedding'))
+    assert [m.stride for m in stem if isinstance(m, torch.nn.Conv2d)] == [(2, 2)] * 3 + [(1, 1)]
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    out = tower(x)
+    assert out.shape == (2, 16, 16)  # the same 4x4 grid of 8-px patches, CLS dropped
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stem.parameters())
+    # a pixel only moves the tokens of its own patch's neighbourhood: the stem is local
+    with torch.no_grad():
+        tower.eval()
+        base = tower.hidden_states(torch.zeros(1, 3, 32, 32))[0]
+        poked = torch.zeros(1, 3, 32, 32)
+        poked[0, :, 0, 0] = 5.0
+        changed = (tower.hidden_states(poked)[0] - base).abs().sum(-1)[0] > 1e-5
+    assert changed[0] and not changed[15]  # patch (0, 0) moves, patch (3, 3) does not
+    with pytest.raises(ValueError, match='conv_stem: 2 stride-2 convs give 4-px patches'):
+        VisionTower(model_class='CLIPVisionModel', conv_stem=[4, 8], config=config)
+
+
 def _phrase_r2(llm: dict) -> float:
     """Share of the variance of the [TOY] phrase states that the phrase's word explains, over
     shuffled class lists, for the tiny recipe's model with ``llm`` (initialised, no image)."""

@@ -1,5 +1,5 @@
 """Any Hugging Face vision model as the image encoder of the MLLM."""
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from mmengine.logging import print_log
@@ -7,6 +7,15 @@ from torch import Tensor, nn
 
 from vlm2.registry import MODELS
 from .hf_builders import build_hf_model
+
+
+class ConvStem(nn.Sequential):
+    """The early-convolution stem; ``weight`` is the last conv's, which HF towers read for
+    the input dtype."""
+
+    @property
+    def weight(self) -> Tensor:
+        return self[-1].weight
 
 
 @MODELS.register_module()
@@ -23,6 +32,12 @@ class VisionTower(nn.Module):
             the width (InternVL's pixel shuffle, used by the paper's InternViT variant): fine
             patches, few tokens.
         frozen: keep the tower frozen (paper: always); a from-scratch tiny tower trains.
+        conv_stem: channel widths of an early-convolution stem that replaces the tower's
+            patchify convolution (Xiao et al., "Early Convolutions Help Transformers See
+            Better", 2021): one 3×3 stride-2 conv + BatchNorm + ReLU per width, then a 1×1
+            conv to the tower's width, so ``log2(patch_size)`` widths give the same patch
+            grid. For a tower trained from scratch, where a ViT's patchify stem learns
+            shape slowly; ``None`` keeps the tower's own stem (pretrained towers).
     """
 
     def __init__(self,
@@ -32,8 +47,13 @@ class VisionTower(nn.Module):
                  select_layer: int = -2,
                  pixel_shuffle: int = 1,
                  frozen: bool = True,
+                 conv_stem: Optional[Sequence[int]] = None,
                  torch_dtype: Optional[str] = None) -> None:
         super().__init__()
+        if conv_stem and pretrained:
+            raise ValueError('model.vision_tower: conv_stem would replace the patch embedding '
+                             f'of the pretrained tower in {pretrained}; use it for towers '
+                             'built from a config')
         self.model = build_hf_model('model.vision_tower', pretrained, config, model_class,
                                     torch_dtype)
         self.select_layer = select_layer
@@ -47,10 +67,34 @@ class VisionTower(nn.Module):
         if self.grid_size % pixel_shuffle:
             raise ValueError(f'model.vision_tower.pixel_shuffle={pixel_shuffle} must divide '
                              f'the {self.grid_size}-patch grid')
+        if conv_stem:
+            self._replace_stem(list(conv_stem), getattr(cfg, 'num_channels', 3))
         if frozen:
             self.model.requires_grad_(False)
         else:
             self._freeze_unreached(getattr(cfg, 'num_channels', 3))
+
+    def _replace_stem(self, widths: list[int], channels: int) -> None:
+        """Swap the patchify ``Conv2d`` (``embeddings.patch_embedding`` of CLIP / SigLIP)
+        for a stack of 3×3 stride-2 convs with the same output grid and width."""
+        if 2 ** len(widths) != self.patch_size:
+            raise ValueError(f'model.vision_tower.conv_stem: {len(widths)} stride-2 convs give '
+                             f'{2 ** len(widths)}-px patches, the tower has '
+                             f'{self.patch_size}-px ones; give log2(patch_size) widths')
+        parent_name, found = next(((n.rpartition('.')[0], m) for n, m in
+                                   self.model.named_modules()
+                                   if n.endswith('patch_embedding') and
+                                   isinstance(m, nn.Conv2d)), (None, None))
+        if found is None:
+            raise ValueError('model.vision_tower.conv_stem: the tower has no '
+                             '`patch_embedding` Conv2d to replace')
+        layers, c_in = [], channels
+        for width in widths:
+            layers += [nn.Conv2d(c_in, width, 3, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            c_in = width
+        layers.append(nn.Conv2d(c_in, found.out_channels, 1))
+        setattr(self.model.get_submodule(parent_name), 'patch_embedding', ConvStem(*layers))
 
     def _freeze_unreached(self, channels: int) -> None:
         """Freeze the parameters the selected features do not depend on (layers after

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from mmengine.config import DictAction
+
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(osp.dirname(osp.dirname(HERE)))
 CONFIG = osp.join(HERE, 'configs', 'visionllmv2_tiny_shapes_det.py')
@@ -73,7 +75,7 @@ def init_from_hook_cls():
 def superlink_cfg(args):
     from mmengine.config import Config
     from vlm2.utils import reroot, set_link_lr_mult
-    cfg = Config(reroot(Config.fromfile(CONFIG).to_dict(), args.data_root))
+    cfg = Config(reroot(Config.fromfile(args.config).to_dict(), args.data_root))
     cfg.model.test_cfg.routing = 'forced'
     # evaluate detection, segmentation and REC (with forced routing a VQA answer is given;
     # RES is left to the recipe's validation to keep the benchmark's evaluation short)
@@ -81,6 +83,8 @@ def superlink_cfg(args):
     cfg.val_evaluator = cfg.val_evaluator[1:4]
     if args.link_lr_mult is not None:
         set_link_lr_mult(cfg, args.link_lr_mult)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     return cfg
 
 
@@ -189,6 +193,8 @@ def run_part(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--data-root', default='data/shapes_world/')
+    parser.add_argument('--config', default=CONFIG,
+                        help='the super-link recipe (default: the tiny ShapesWorld one)')
     parser.add_argument('--work-dir', default='work_dirs/grounding_dino_benchmark')
     parser.add_argument('--budget-min', type=float, default=10.0,
                         help='training wall-clock budget per model (the issue allows <= 20)')
@@ -199,6 +205,9 @@ def main() -> None:
     parser.add_argument('--link-lr-mult', type=float, default=None,
                         help="lr multiplier of the LLM and the query tables (default: the "
                              "recipe's 0.02, a tenth of the decoder's rate)")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override keys of the super-link recipe, as tools/train.py, e.g. '
+                             'train_dataloader.dataset.ratios="[0.1,0.2,0.3,0.3,0.1]"')
     args = parser.parse_args()
     if args.budget_min > 20:
         parser.error('--budget-min: the budget is at most 20 minutes')
@@ -208,10 +217,13 @@ def main() -> None:
         return
     for part in ('superlink', 'dino'):
         cmd = [sys.executable, __file__, '--which', part, '--data-root', args.data_root,
+               '--config', args.config,
                '--work-dir', args.work_dir, '--budget-min', str(args.budget_min),
                '--max-iters', str(args.max_iters)] + \
             (['--init-from', args.init_from] if args.init_from else []) + \
-            (['--link-lr-mult', str(args.link_lr_mult)] if args.link_lr_mult is not None else [])
+            (['--link-lr-mult', str(args.link_lr_mult)] if args.link_lr_mult is not None else []) + \
+            (['--cfg-options'] + [f'{k}={v}' for k, v in args.cfg_options.items()]
+             if args.cfg_options else [])
         subprocess.run(cmd, check=True, cwd=ROOT)
     res = {p: json.load(open(osp.join(args.work_dir, f'{p}.json'))) for p in ('superlink',
                                                                           'dino')}
