@@ -143,6 +143,9 @@ def test_conv_stem_replaces_the_patchify_conv_and_keeps_the_grid():
     tower = VisionTower(model_class='CLIPVisionModel', frozen=False, select_layer=-1,
                         conv_stem=[4, 8, 8], config=config)
     stem = next(m for n, m in tower.model.named_modules() if n.endswith('patch_embedding'))
+    # building it ran no batch through the stem's BatchNorm (its statistics start clean)
+    assert all(int(m.num_batches_tracked) == 0 for m in stem
+               if isinstance(m, torch.nn.BatchNorm2d))
     assert [m.stride for m in stem if isinstance(m, torch.nn.Conv2d)] == [(2, 2)] * 3 + [(1, 1)]
     x = torch.randn(2, 3, 32, 32, requires_grad=True)
     out = tower(x)

@@ -100,8 +100,11 @@ class VisionTower(nn.Module):
         """Freeze the parameters the selected features do not depend on (layers after
         ``select_layer``, pooling heads): they would get no gradient, which distributed
         training rejects."""
+        training = self.model.training
+        self.model.eval()  # a stem's BatchNorm must not count this blank probe in its stats
         with torch.enable_grad():
             self.forward(torch.zeros(1, channels, self.image_size, self.image_size)).sum().backward()
+        self.model.train(training)
         unreached = [n for n, p in self.model.named_parameters()
                      if p.requires_grad and p.grad is None]
         for p in self.model.parameters():
