@@ -91,7 +91,7 @@ def superlink_cfg(args):
 def dino_cfg(args):
     """mmdet DINO with the tiny decoder's backbone, widths and layers; 5 fixed classes."""
     from mmengine.config import Config
-    sw = Config.fromfile(CONFIG).perception.detector
+    sw = Config.fromfile(args.config).perception.detector
     classes = ('circle', 'square', 'triangle', 'star', 'hexagon')
     enc = dict(num_layers=sw.encoder.num_layers, layer_cfg=sw.encoder.layer_cfg)
     dec = dict(num_layers=sw.decoder.num_layers, return_intermediate=True, post_norm_cfg=None,

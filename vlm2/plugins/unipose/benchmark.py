@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument('--work-dir', default='work_dirs/pose_bench')
     parser.add_argument('--link-lr-mult', type=float, default=None,
                         help="lr multiplier of the LLM and the query tables (default: the "
-                             "recipe's 1.0)")
+                             "recipe's 0.1, a tenth of the decoder's rate)")
     args = parser.parse_args()
     if args.minutes is None and args.iters is None:
         args.minutes = 20.0
