@@ -58,3 +58,54 @@ def test_stop_only_leaves_the_learning_rate_to_the_config():
         assert runner.optim_wrapper.optimizer.param_groups[0]['lr'] == 0.5
         hook.after_train_iter(runner, i, outputs={})
     assert runner.train_loop.stop_training
+
+
+def evaluating_runner(clock: list, eval_s: float = 0.0):
+    """A fake runner whose validation loop takes ``eval_s`` seconds of the fake clock."""
+    runner = fake_runner()
+    model = torch.nn.Linear(1, 1)
+
+    def run():
+        assert not model.training
+        clock[0] += eval_s
+        return {'rec/P@0.5': 0.1 * len(calls)}
+    calls = []
+    runner.model = model
+    runner.val_loop = SimpleNamespace(run=lambda: (calls.append(1), model.eval(), run())[-1])
+    return runner, calls
+
+
+def test_periodic_evaluation_records_metric_curve_and_restores_training_mode():
+    hook = BudgetHook(max_iters=8, eval_every=0.25, log_every=100)
+    runner, calls = evaluating_runner([0.0])
+    hook.before_train(runner)
+    for i in range(8):
+        runner.iter = i
+        hook.before_train_iter(runner, i)
+        hook.after_train_iter(runner, i, outputs={})
+        assert runner.model.training
+    # at 2/8, 4/8 and 6/8 of the budget; not at the end, which the benchmark evaluates itself
+    assert [e['iter'] for e in hook.evals] == [3, 5, 7]
+    assert [e['rec/P@0.5'] for e in hook.evals] == pytest.approx([0.1, 0.2, 0.3])
+    assert runner.train_loop.stop_training
+
+
+def test_evaluation_time_is_not_spent_from_the_training_budget(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr('vlm2.engine.budget_hook.time.perf_counter', lambda: clock[0])
+    hook = BudgetHook(budget_s=10.0, eval_every=0.5)
+    runner, calls = evaluating_runner(clock, eval_s=100.0)
+    hook.before_train(runner)
+    for i in range(20):  # one second per iteration
+        runner.iter = i
+        clock[0] += 1.0
+        hook.after_train_iter(runner, i, outputs={})
+        if runner.train_loop.stop_training:
+            break
+    assert len(calls) == 1 and hook.evals[0]['iter'] == 5
+    assert runner.iter + 1 == 10 and hook.elapsed == pytest.approx(10.0)
+
+
+def test_eval_every_must_be_a_fraction():
+    with pytest.raises(ValueError, match='eval_every'):
+        BudgetHook(max_iters=4, eval_every=2)

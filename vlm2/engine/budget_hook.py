@@ -22,21 +22,31 @@ class BudgetHook(Hook):
     config's own ``param_scheduler`` keeps the learning rate.
 
     Records the training wall time in ``elapsed`` and, every ``log_every`` iterations, a
-    learning-curve point (iteration, seconds, losses) in ``curve``.
+    learning-curve point (iteration, seconds, losses) in ``curve``. With ``eval_every`` (a
+    fraction of the budget, e.g. 0.25) it also runs the runner's validation loop each time
+    that much more of the budget is spent, before the end, and appends (iteration, seconds,
+    metrics) to ``evals``: a learning curve of the metrics themselves. The clock stops while
+    it evaluates, so the training budget is the same with or without it.
     """
     priority = 'VERY_HIGH'
 
     def __init__(self, budget_s: Optional[float] = None, max_iters: Optional[int] = None,
                  warmup: float = 0.03, eta_min: float = 0.01, log_every: int = 10,
-                 schedule_lr: bool = True) -> None:
+                 schedule_lr: bool = True, eval_every: Optional[float] = None) -> None:
         if (budget_s is None) == (max_iters is None):
             raise ValueError('BudgetHook needs exactly one of budget_s and max_iters')
+        if eval_every is not None and not 0 < eval_every < 1:
+            raise ValueError(f'BudgetHook eval_every={eval_every}: a fraction of the budget '
+                             'in (0, 1) was expected')
         self.budget_s = budget_s
         self.max_iters = max_iters
         self.warmup = warmup
         self.eta_min = eta_min
         self.log_every = log_every
         self.schedule_lr = schedule_lr
+        self.eval_every = eval_every
+        self.next_eval = eval_every
+        self.evals: list[dict] = []
         self.start = None
         self.elapsed = 0.0
         self.curve: list[dict] = []
@@ -81,8 +91,23 @@ class BudgetHook(Hook):
             self.curve.append(dict(iter=runner.iter + 1, seconds=round(self.elapsed, 1),
                                    **{k: round(v.item() if hasattr(v, 'item') else float(v), 4)
                                       for k, v in (outputs or {}).items()}))
+        if not done and self.next_eval is not None and self._spent(runner) >= self.next_eval:
+            self._evaluate(runner)
         if done:
             if self.budget_s is not None:
                 print_log(f'BudgetHook: {self.budget_s:.0f} s spent at iteration '
                           f'{runner.iter + 1}; stopping', logger='current')
             runner.train_loop.stop_training = True
+
+    def _evaluate(self, runner) -> None:
+        """One pass of the validation loop in the middle of training, off the clock."""
+        paused = time.perf_counter()
+        spent = self._spent(runner)
+        while self.next_eval <= spent:
+            self.next_eval += self.eval_every
+        metrics = runner.val_loop.run()
+        self.evals.append(dict(iter=runner.iter + 1, seconds=round(self.elapsed, 1),
+                               fraction=round(spent, 3),
+                               **{k: round(float(v), 4) for k, v in metrics.items()}))
+        runner.model.train()
+        self.start += time.perf_counter() - paused

@@ -27,7 +27,7 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
@@ -81,7 +81,7 @@ def analyser_ceiling(data_root: str, size: int = 64) -> dict:
 
 
 def build_cfg(args, subsets: dict) -> Config:
-    cfg = Config.fromfile(RECIPE)
+    cfg = Config.fromfile(args.config)
     root = osp.abspath(args.data_root) + '/'
     gen_train, edit_train = cfg.gen_train, cfg.edit_train
     gen_val, edit_val = cfg.gen_val, cfg.edit_val
@@ -108,6 +108,8 @@ def build_cfg(args, subsets: dict) -> Config:
     cfg.randomness = dict(seed=args.seed)
     if args.link_lr_mult is not None:
         set_link_lr_mult(cfg, args.link_lr_mult)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     return cfg
 
 
@@ -170,6 +172,8 @@ def grid(model, datasets, out_path: str, num: int = 6) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--data-root', default='data/shapes_world')
+    parser.add_argument('--config', default=RECIPE,
+                        help='the recipe (default: the tiny ShapesWorld generation one)')
     parser.add_argument('--work-dir', default='work_dirs/diffusion_benchmark')
     parser.add_argument('--budget-min', type=float, default=20.0,
                         help='total minutes: training stops early enough to leave '
@@ -181,6 +185,8 @@ def main() -> None:
     parser.add_argument('--link-lr-mult', type=float, default=None,
                         help="lr multiplier of the LLM and the query tables (default: the "
                              "recipe's 0.1)")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override keys of the recipe, as tools/train.py')
     args = parser.parse_args()
     start = time.time()
     # Adam's decaying moments of rarely used parameters drift into denormal floats, which

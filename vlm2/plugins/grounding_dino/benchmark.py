@@ -172,7 +172,7 @@ def run_part(args) -> None:
     if args.max_iters:
         cfg.train_cfg.max_iters = args.max_iters
     runner = Runner.from_cfg(cfg)
-    hook = BudgetHook(budget_s=args.budget_min * 60)
+    hook = BudgetHook(budget_s=args.budget_min * 60, eval_every=args.eval_every)
     runner.register_hook(hook)
     if args.init_from and args.which == 'superlink':
         runner.register_hook(init_from_hook_cls()(args.init_from))
@@ -184,10 +184,11 @@ def run_part(args) -> None:
     metrics = runner.val()
     result = dict(part=args.which, train_seconds=round(train_s, 1), iters=iters,
                   eval_seconds=round(time.time() - start - train_s, 1),
-                  metrics={k: float(v) for k, v in metrics.items()}, curve=hook.curve)
+                  metrics={k: float(v) for k, v in metrics.items()}, evals=hook.evals,
+                  curve=hook.curve)
     with open(osp.join(args.work_dir, f'{args.which}.json'), 'w') as f:
         json.dump(result, f, indent=1)
-    print(json.dumps({k: v for k, v in result.items() if k != 'curve'}))
+    print(json.dumps({k: v for k, v in result.items() if k not in ('curve', 'evals')}))
 
 
 def main() -> None:
@@ -200,6 +201,10 @@ def main() -> None:
                         help='training wall-clock budget per model (the issue allows <= 20)')
     parser.add_argument('--which', choices=['superlink', 'dino', 'both'], default='both')
     parser.add_argument('--max-iters', type=int, default=0, help='smoke runs only')
+    parser.add_argument('--eval-every', type=float, default=None,
+                        help='also evaluate each time this fraction of the budget is spent '
+                             '(e.g. 0.25), off the clock: a learning curve of the metrics '
+                             'in WORK_DIR/{part}.json "evals"')
     parser.add_argument('--init-from', default=None,
                         help='start the super-link model from this MLLM checkpoint (stage 1)')
     parser.add_argument('--link-lr-mult', type=float, default=None,
@@ -220,6 +225,7 @@ def main() -> None:
                '--config', args.config,
                '--work-dir', args.work_dir, '--budget-min', str(args.budget_min),
                '--max-iters', str(args.max_iters)] + \
+            (['--eval-every', str(args.eval_every)] if args.eval_every else []) + \
             (['--init-from', args.init_from] if args.init_from else []) + \
             (['--link-lr-mult', str(args.link_lr_mult)] if args.link_lr_mult is not None else []) + \
             (['--cfg-options'] + [f'{k}={v}' for k, v in args.cfg_options.items()]
