@@ -61,17 +61,17 @@ def test_stop_only_leaves_the_learning_rate_to_the_config():
 
 
 def evaluating_runner(clock: list, eval_s: float = 0.0):
-    """A fake runner whose validation loop takes ``eval_s`` seconds of the fake clock."""
-    runner = fake_runner()
-    model = torch.nn.Linear(1, 1)
+    """A fake runner whose validation loop puts the model in eval mode and takes ``eval_s``
+    seconds of the fake clock."""
+    runner, calls = fake_runner(), []
+    runner.model = torch.nn.Linear(1, 1)
 
     def run():
-        assert not model.training
+        runner.model.eval()
+        calls.append(1)
         clock[0] += eval_s
         return {'rec/P@0.5': 0.1 * len(calls)}
-    calls = []
-    runner.model = model
-    runner.val_loop = SimpleNamespace(run=lambda: (calls.append(1), model.eval(), run())[-1])
+    runner.val_loop = SimpleNamespace(run=run)
     return runner, calls
 
 
