@@ -91,18 +91,19 @@ class BudgetHook(Hook):
             self.curve.append(dict(iter=runner.iter + 1, seconds=round(self.elapsed, 1),
                                    **{k: round(v.item() if hasattr(v, 'item') else float(v), 4)
                                       for k, v in (outputs or {}).items()}))
-        if not done and self.next_eval is not None and self._spent(runner) >= self.next_eval:
-            self._evaluate(runner)
+        if not done and self.next_eval is not None:
+            spent = self._spent(runner)
+            if spent >= self.next_eval:
+                self._evaluate(runner, spent)
         if done:
             if self.budget_s is not None:
                 print_log(f'BudgetHook: {self.budget_s:.0f} s spent at iteration '
                           f'{runner.iter + 1}; stopping', logger='current')
             runner.train_loop.stop_training = True
 
-    def _evaluate(self, runner) -> None:
+    def _evaluate(self, runner, spent: float) -> None:
         """One pass of the validation loop in the middle of training, off the clock."""
         paused = time.perf_counter()
-        spent = self._spent(runner)
         while self.next_eval <= spent:
             self.next_eval += self.eval_every
         metrics = runner.val_loop.run()
