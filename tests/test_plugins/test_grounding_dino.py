@@ -585,3 +585,29 @@ def test_tiny_recipes_train_decoder_and_link_at_their_rates(recipe, link):
     assert rates == dict(llm={base * link}, table={base * link}, decoder={base * 0.2},
                          tower={base}, projector={base})
     assert covered
+
+
+def test_benchmark_summary_pairs_parts_run_one_at_a_time(tmp_path):
+    """`benchmark.py --which dino` then `--which superlink` into one work dir gives the
+    side-by-side summary; parts of different budgets are not paired."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('gd_benchmark', osp.join(
+        osp.dirname(grounding_dino.__file__), 'benchmark.py'))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def part(name, budget, key, ap):
+        with open(tmp_path / f'{name}.json', 'w') as f:
+            json.dump(dict(part=name, budget_min=budget, iters=10, metrics={key: ap}), f)
+
+    part('dino', 20.0, 'coco/bbox_mAP', 0.8)
+    bench.summarise(str(tmp_path))
+    assert not (tmp_path / 'summary.json').exists()  # one part only
+    part('superlink', 15.0, 'det/bbox_mAP', 0.4)
+    bench.summarise(str(tmp_path))
+    assert not (tmp_path / 'summary.json').exists()  # different budgets
+    part('superlink', 20.0, 'det/bbox_mAP', 0.4)
+    bench.summarise(str(tmp_path))
+    summary = json.load(open(tmp_path / 'summary.json'))
+    assert summary['box_ap_ratio'] == 0.5 and summary['budget_min'] == 20.0
+    assert summary['dino']['coco/bbox_mAP'] == 0.8

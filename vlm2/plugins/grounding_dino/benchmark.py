@@ -182,7 +182,8 @@ def run_part(args) -> None:
     iters = runner.iter
     runner.save_checkpoint(cfg.work_dir, 'final.pth')
     metrics = runner.val()
-    result = dict(part=args.which, train_seconds=round(train_s, 1), iters=iters,
+    result = dict(part=args.which, budget_min=args.budget_min,
+                  train_seconds=round(train_s, 1), iters=iters,
                   eval_seconds=round(time.time() - start - train_s, 1),
                   metrics={k: float(v) for k, v in metrics.items()}, evals=hook.evals,
                   curve=hook.curve)
@@ -219,6 +220,7 @@ def main() -> None:
     os.makedirs(args.work_dir, exist_ok=True)
     if args.which != 'both':
         run_part(args)
+        summarise(args.work_dir)
         return
     for part in ('superlink', 'dino'):
         cmd = [sys.executable, __file__, '--which', part, '--data-root', args.data_root,
@@ -231,19 +233,31 @@ def main() -> None:
             (['--cfg-options'] + [f'{k}={v}' for k, v in args.cfg_options.items()]
              if args.cfg_options else [])
         subprocess.run(cmd, check=True, cwd=ROOT)
-    res = {p: json.load(open(osp.join(args.work_dir, f'{p}.json'))) for p in ('superlink',
-                                                                          'dino')}
+    summarise(args.work_dir)
+
+
+def summarise(work_dir: str) -> None:
+    """Writes ``summary.json`` (both parts side by side and the box-AP ratio) once both parts'
+    results are in ``work_dir`` and ran for the same budget, so that parts run one at a time
+    (``--which dino``, then ``--which superlink``) are compared too."""
+    paths = {p: osp.join(work_dir, f'{p}.json') for p in ('superlink', 'dino')}
+    if not all(osp.exists(path) for path in paths.values()):
+        return
+    res = {p: json.load(open(path)) for p, path in paths.items()}
+    budgets = {p: r.get('budget_min') for p, r in res.items()}
+    if budgets['superlink'] != budgets['dino']:
+        print(f'{work_dir}: no summary, the parts ran for different budgets {budgets}')
+        return
     ours = res['superlink']['metrics'].get('det/bbox_mAP')
     plain = res['dino']['metrics'].get('coco/bbox_mAP')
     summary = dict(
-        budget_min=args.budget_min,
+        budget_min=budgets['dino'],
         superlink=dict(iters=res['superlink']['iters'], **res['superlink']['metrics']),
         dino=dict(iters=res['dino']['iters'], **res['dino']['metrics']),
         box_ap_ratio=round(ours / plain, 3) if ours is not None and plain else None)
-    with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
+    with open(osp.join(work_dir, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=1)
     print(json.dumps(summary, indent=1))
-
 
 if __name__ == '__main__':
     main()
