@@ -20,7 +20,7 @@ import os
 import os.path as osp
 import time
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from vlm2.engine import BudgetHook
@@ -48,6 +48,8 @@ def benchmark_config(args) -> Config:
     cfg.env_cfg.dist_cfg = dict(backend='gloo')
     cfg.randomness = dict(seed=args.seed)
     cfg.work_dir = args.work_dir
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     return cfg
 
 
@@ -61,12 +63,19 @@ def main() -> None:
                         help='held-out regions scored per prompt kind')
     parser.add_argument('--max-iters', type=int, default=0, help='smoke runs only')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--eval-every', type=float, default=None,
+                        help='also evaluate each time this fraction of the budget is spent '
+                             '(e.g. 0.25), off the clock: a learning curve of the metrics '
+                             'in WORK_DIR/benchmark.json "evals"')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override keys of the recipe, as tools/train.py, e.g. '
+                             'model.region_encoder.out_norm=False')
     args = parser.parse_args()
     if args.budget_min > 20:
         parser.error('--budget-min: the budget is at most 20 minutes')
     os.makedirs(args.work_dir, exist_ok=True)
     runner = Runner.from_cfg(benchmark_config(args))
-    hook = BudgetHook(budget_s=args.budget_min * 60)
+    hook = BudgetHook(budget_s=args.budget_min * 60, eval_every=args.eval_every)
     runner.register_hook(hook)
     runner.train()
     runner.save_checkpoint(args.work_dir, 'final.pth')
@@ -77,10 +86,10 @@ def main() -> None:
                   eval_s=round(time.perf_counter() - start, 1),
                   val_per_kind=args.val_per_kind,
                   metrics={k: round(float(v), 4) for k, v in metrics.items()},
-                  curve=hook.curve)
+                  evals=hook.evals, curve=hook.curve)
     with open(osp.join(args.work_dir, 'benchmark.json'), 'w') as f:
         json.dump(result, f, indent=1)
-    print(json.dumps({k: v for k, v in result.items() if k != 'curve'}, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k not in ('curve', 'evals')}, indent=1))
 
 
 if __name__ == '__main__':
