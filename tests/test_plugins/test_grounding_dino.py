@@ -388,7 +388,7 @@ def test_rec_and_res_metrics():
     assert 0.4 < out['cIoU'] < 0.65 and out['cIoU'] == pytest.approx(out['gIoU'])
 
 
-def interactive(root, kind=None, **kwargs):
+def interactive(root, kind=None, shuffle=None, **kwargs):
     fields = ('det_inputs', 'det_sample', 'phrase_names', 'gt_bbox', 'gt_segm', 'region_masks',
               'prompt_kinds')
     return InteractiveSegDataset(
@@ -397,7 +397,7 @@ def interactive(root, kind=None, **kwargs):
         pipeline=[dict(type='LoadImageIfAny'),
                   dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
                   dict(type='ReferringPrompt', routing_token='[SEG]', templates='interactive',
-                       shuffle=kind is None),
+                       shuffle=kind is None if shuffle is None else shuffle),
                   dict(type='DynamicTiles', tile_size=SIZE, max_tiles=1),
                   dict(type='VisualPromptMasks', tile_size=SIZE, kind=kind),
                   dict(type='mmdet.Resize', scale=(SIZE, SIZE), keep_ratio=True),
@@ -440,6 +440,27 @@ def test_interactive_training_prompts_hold_every_region_of_the_image_as_its_own_
     capped.full_init()
     assert capped.num_regions_left_out == 1
     assert [len(capped.get_data_info(i)['regions']) for i in range(len(capped))] == [1, 1]
+
+
+def test_interactive_training_draws_which_region_gets_which_number(fixture):
+    """With a fixed numbering `region1` would always be the first annotated object, and the
+    name alone would say which object to segment."""
+    ds = interactive(fixture, kind='box', shuffle=True, per_image=True)
+    ds.full_init()
+    random.seed(0)
+    first = set()
+    for _ in range(12):
+        sample = ds[0]['data_samples']
+        assert sample.phrase_names == ['region1', 'region2']
+        labels = sample.det_sample.gt_instances.labels.tolist()
+        boxes = sample.det_sample.gt_instances.bboxes.tensor
+        masks = sample.region_masks.bool()
+        for label, box in zip(labels, boxes):  # slot j's prompt lies on slot j's object
+            x0, y0, x1, y1 = box.round().int().tolist()
+            assert masks[label, y0:y1, x0:x1].float().mean() > 0.9
+            assert masks[label].sum() == (x1 - x0) * (y1 - y0)
+        first.add(labels.index(0))
+    assert first == {0, 1}  # either object is region1
 
 
 def test_interactive_segmentation_loss_reaches_the_region_encoder(fixture):

@@ -148,7 +148,11 @@ class ReferringPrompt(BaseTransform):
     commas: ``the red circle[GRD], the blue star[GRD]``; target label ``i`` is slot ``i``.
     An element may be a list of sentences for one object: training (``shuffle``) draws one
     and the slots' order, remapping the labels; otherwise the first sentence and the given
-    order are kept. Answers named apart (regions numbered in the question) keep their order.
+    order are kept. Answers named apart (regions numbered in the question) keep their order;
+    there training draws which region gets which number instead (``regions`` and the labels
+    follow), so that a number says nothing about which object it is. In a fixed numbering
+    (annotation order) ``region1`` is always the first annotated object, and a decoder can
+    learn to answer it from the name alone, whatever region was drawn.
     """
 
     def __init__(self, routing_token: str = '[GRD]', templates: Union[str, Sequence[str]] = 'rec',
@@ -156,6 +160,13 @@ class ReferringPrompt(BaseTransform):
         self.routing_token = routing_token
         self.templates = _templates(templates)
         self.shuffle = shuffle
+
+    @staticmethod
+    def _relabel(results: dict, order: list[int]) -> None:
+        """Slot ``j`` now holds what was slot ``order[j]``."""
+        where = {old: new for new, old in enumerate(order)}
+        labels = results.get('gt_bboxes_labels', np.zeros(0, dtype=np.int64))
+        results['gt_bboxes_labels'] = np.array([where[int(c)] for c in labels], dtype=np.int64)
 
     def transform(self, results: dict) -> dict:
         phrase = results['phrase']
@@ -167,11 +178,12 @@ class ReferringPrompt(BaseTransform):
             order = list(range(len(phrases)))
             if self.shuffle:
                 random.shuffle(order)
-                where = {old: new for new, old in enumerate(order)}
-                labels = results.get('gt_bboxes_labels', np.zeros(0, dtype=np.int64))
-                results['gt_bboxes_labels'] = np.array([where[int(c)] for c in labels],
-                                                       dtype=np.int64)
+                self._relabel(results, order)
             phrases = answers = results['phrase'] = [phrases[i] for i in order]
+        elif not isinstance(phrase, str) and self.shuffle and 'regions' in results:
+            order = random.sample(range(len(phrases)), len(phrases))
+            results['regions'] = [results['regions'][i] for i in order]
+            self._relabel(results, order)
         template = random.choice(self.templates) if self.shuffle else self.templates[0]
         results['phrase_names'] = list(answers)
         results['conversation'] = [
