@@ -13,7 +13,9 @@ stage 1, e.g. the one ``make demo`` writes) instead of from scratch.
 
 The learning rate follows the recipe's shape (3% warm-up, cosine to 1%) over the time budget
 instead of a number of iterations, and training stops when the budget is spent. Each part runs
-in its own process; results go to ``WORK_DIR/{part}.json`` and a summary is printed.
+in its own process; results go to ``WORK_DIR/{part}.json``, and once both parts of one budget
+are there (``--which both``, or one part at a time into one work dir) ``summary.json``
+pairs them.
 
     OMP_NUM_THREADS=2 flock /tmp/vlm2_cpu.lock .venv/bin/python \\
         vlm2/plugins/grounding_dino/benchmark.py --data-root /tmp/sw --budget-min 10
@@ -258,6 +260,7 @@ def summarise(work_dir: str) -> None:
     with open(osp.join(work_dir, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=1)
     print(json.dumps(summary, indent=1))
+
 
 if __name__ == '__main__':
     main()
