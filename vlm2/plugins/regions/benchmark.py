@@ -69,7 +69,7 @@ def main() -> None:
                              'in WORK_DIR/benchmark.json "evals"')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override keys of the recipe, as tools/train.py, e.g. '
-                             'model.region_encoder.out_norm=False')
+                             'train_dataloader.dataset.ratios="[0.1,0.2,0.3,0.4]"')
     args = parser.parse_args()
     if args.budget_min > 20:
         parser.error('--budget-min: the budget is at most 20 minutes')
