@@ -5,8 +5,9 @@ STAMP := .venv/.installed
 DATA := data/shapes_world
 CONFIG := configs/visionllmv2/visionllmv2_tiny_shapes.py
 WORK := work_dirs/visionllmv2_tiny_shapes
+TOWER_CONFIG := configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py
 
-.PHONY: install demo test test-all data
+.PHONY: install demo test test-all data tower
 
 install: $(STAMP)
 
@@ -17,7 +18,12 @@ $(STAMP): tools/install.sh setup.cfg requirements/constraints.txt requirements/r
 data: $(STAMP)
 	@test -f $(DATA)/meta.json || $(PY) tools/data/make_shapes_world.py --out $(DATA) --seed 0
 
-demo: data
+# the pretrained tower the demo config names, trained once (like the data)
+tower: data
+	@ckpt=$$($(PY) -c "from mmengine import Config; print(Config.fromfile('$(CONFIG)').model.vision_tower.init_cfg.checkpoint)"); \
+	test -f $$ckpt || $(PY) tools/train.py $(TOWER_CONFIG) --work-dir $$(dirname $$ckpt)
+
+demo: tower
 	$(PY) tools/train.py $(CONFIG) --work-dir $(WORK)
 	$(PY) tools/test.py $(CONFIG) $(WORK)/iter_$$($(PY) -c "from mmengine import Config; print(Config.fromfile('$(CONFIG)').train_cfg.max_iters)").pth --work-dir $(WORK) --show-dir show
 

@@ -183,6 +183,31 @@ def test_7b_stage1_recipe_runs_when_shrunk(shapes, tmp_path):
     assert any(f.endswith('.pth') for f in os.listdir(tmp_path / 'w'))
 
 
+def test_tower_pretraining_then_the_mllm_starts_from_its_tower(shapes, tmp_path):
+    """make demo's first step, shrunk: tools/train.py on the tower-pretraining recipe, then
+    the MLLM recipe loads that tower (strictly) before its first iteration."""
+    pre, work = str(tmp_path / 'pre'), str(tmp_path / 'w')
+    tower = ['hidden_size=32', 'intermediate_size=64', 'num_hidden_layers=2',
+             'num_attention_heads=2']  # as the test recipe shrinks it
+    tool('train.py', os.path.join(ROOT, 'configs', 'visionllmv2',
+                                  'visionllmv2_tiny_tower_pretrain.py'),
+         '--work-dir', pre, '--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+         *[f'model.vision_tower.config.{t}' for t in tower],
+         *[f'{loader}.{k}' for loader in ('train_dataloader', 'val_dataloader')
+           for k in (f'dataset.data_root={shapes}', 'batch_size=4', 'num_workers=0',
+                     'persistent_workers=False')])
+    with open(glob.glob(os.path.join(pre, '*', 'vis_data', 'scalars.json'))[0]) as f:
+        logged = list(map(json.loads, f))
+    assert [r['step'] for r in logged if 'loss_color' in r] == [1, 2]
+    assert 0 <= logged[-1]['patch/color_fg_acc'] <= 1
+    config = tmp_path / 'from_pretrained_tower.py'
+    config.write_text(f"_base_ = ['{TEST_CFG}']\nmodel = dict(vision_tower=dict(init_cfg=dict(\n"
+                      f"    _delete_=True, type='Pretrained', checkpoint='{pre}/iter_2.pth')))\n")
+    proc = tool('train.py', str(config), '--work-dir', work, '--cfg-options',
+                'train_cfg.max_iters=1', *data_options(shapes))
+    assert f'VisionTower: loaded 54 tensors from {pre}/iter_2.pth' in proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_logs_the_same_loss_on_both_ranks(shapes, tmp_path):
     work = str(tmp_path / 'ddp')

@@ -7,6 +7,7 @@ import mmcv
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform, LoadImageFromFile
+from mmengine.structures import BaseDataElement
 
 from vlm2.registry import TRANSFORMS
 from vlm2.structures import VLMDataSample
@@ -173,3 +174,38 @@ def segmentation_to_mask(segm, height: int, width: int, where: str) -> np.ndarra
     if not mask.any():
         raise ValueError(f'{where}: its segmentation is empty')
     return mask
+
+
+@TRANSFORMS.register_module()
+class PackInstanceLabelMaps(BaseTransform):
+    """Packs one tile as ``inputs`` and per-pixel attribute labels as the data sample.
+
+    Reads ``tiles`` (one tile: the whole image, as :class:`DynamicTiles` with
+    ``max_tiles=1`` makes it) and ``instances`` of :class:`InstanceAttributeDataset`; paints
+    each instance's labels over its mask, in annotation order (later instances on top), then
+    resizes the maps to the tile with nearest neighbours. The sample's
+    ``gt_label_maps`` is (attributes, S, S) int64, 0 where no instance is.
+    """
+
+    def transform(self, results: dict) -> dict:
+        tiles = results['tiles']
+        where = f'{results.get("img_path")}'
+        if tiles is None or tiles.shape[0] != 1:
+            raise ValueError(f'{where}: PackInstanceLabelMaps needs exactly one tile per image '
+                             '(DynamicTiles with max_tiles=1)')
+        h, w = results['height'], results['width']
+        attributes = results['attributes']
+        maps = np.zeros((len(attributes), h, w), np.int64)
+        for inst in results['instances']:
+            mask = segmentation_to_mask(inst['segmentation'], h, w,
+                                        f'{where} annotation {inst["id"]}').astype(bool)
+            maps[:, mask] = np.asarray(inst['labels'])[:, None]
+        s = tiles.shape[1]
+        maps = np.stack([cv2.resize(m.astype(np.int32), (s, s), interpolation=cv2.INTER_NEAREST)
+                         for m in maps]).astype(np.int64)
+        sample = BaseDataElement(metainfo=dict(sample_id=results.get('sample_id'),
+                                               img_path=results.get('img_path'),
+                                               attributes=tuple(attributes)))
+        sample.gt_label_maps = torch.from_numpy(maps)
+        return dict(inputs=torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous(),
+                    data_samples=sample)

@@ -1,3 +1,4 @@
+from .patch_accuracy import PatchAccuracy
 from .task_metric import TaskMetric
 
-__all__ = ['TaskMetric']
+__all__ = ['PatchAccuracy', 'TaskMetric']

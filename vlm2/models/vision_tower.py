@@ -1,8 +1,11 @@
 """Any Hugging Face vision model as the image encoder of the MLLM."""
+import os.path as osp
 from typing import Optional, Sequence
 
 import torch
 from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmengine.runner.checkpoint import _load_checkpoint_with_prefix
 from torch import Tensor, nn
 
 from vlm2.registry import MODELS
@@ -19,7 +22,7 @@ class ConvStem(nn.Sequential):
 
 
 @MODELS.register_module()
-class VisionTower(nn.Module):
+class VisionTower(BaseModule):
     """Patch features of a HF vision tower (CLIP, SigLIP, ...), as the paper uses them.
 
     Features come from ``select_layer`` (paper: the second-to-last) with the CLS token dropped
@@ -38,6 +41,9 @@ class VisionTower(nn.Module):
             conv to the tower's width, so ``log2(patch_size)`` widths give the same patch
             grid. For a tower trained from scratch, where a ViT's patchify stem learns
             shape slowly; ``None`` keeps the tower's own stem (pretrained towers).
+        init_cfg: ``dict(type='Pretrained', checkpoint=path, prefix='vision_tower.')``
+            loads the tower from an MMEngine checkpoint when training starts (a
+            :class:`TowerPretrainer` run, or a whole :class:`VisionLLMv2`).
     """
 
     def __init__(self,
@@ -48,8 +54,9 @@ class VisionTower(nn.Module):
                  pixel_shuffle: int = 1,
                  frozen: bool = True,
                  conv_stem: Optional[Sequence[int]] = None,
-                 torch_dtype: Optional[str] = None) -> None:
-        super().__init__()
+                 torch_dtype: Optional[str] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
         if conv_stem and pretrained:
             raise ValueError('model.vision_tower: conv_stem would replace the patch embedding '
                              f'of the pretrained tower in {pretrained}; use it for towers '
@@ -116,6 +123,35 @@ class VisionTower(nn.Module):
             print_log(f'VisionTower: {len(unreached)} parameter tensors do not reach layer '
                       f'{self.select_layer} and stay frozen (e.g. {unreached[0]})',
                       logger='current')
+
+    def init_weights(self) -> None:
+        """Loads ``init_cfg``'s checkpoint strictly.
+
+        Written by hand because MMEngine's ``PretrainedInit`` loads with ``strict=False`` (a
+        checkpoint of another tower would leave it random with a log line), and
+        ``BaseModule.init_weights`` would call the HF model's own ``init_weights``.
+        """
+        if not self.init_cfg or self._is_init:
+            return
+        cfg = dict(self.init_cfg)
+        if cfg.get('type') != 'Pretrained' or 'checkpoint' not in cfg:
+            raise ValueError('model.vision_tower.init_cfg: expected dict(type="Pretrained", '
+                             f'checkpoint=..., prefix=...), got {cfg}')
+        path, prefix = cfg['checkpoint'], cfg.get('prefix', 'vision_tower.')
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'model.vision_tower.init_cfg.checkpoint: {path} does not exist. Train it '
+                'first (the tiny recipe: python tools/train.py '
+                'configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py, which make demo '
+                'runs), or set model.vision_tower.init_cfg=None')
+        state = _load_checkpoint_with_prefix(prefix, path, map_location='cpu')
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise RuntimeError(f'model.vision_tower.init_cfg.checkpoint: {path} (prefix '
+                               f'{prefix!r}) does not fit this tower: {e}') from e
+        print_log(f'VisionTower: loaded {len(state)} tensors from {path}', logger='current')
+        self._is_init = True
 
     @property
     def grid_size(self) -> int:
