@@ -20,20 +20,18 @@ pipeline = [
     dict(type='DynamicTiles', tile_size={{_base_.image_size}}, max_tiles=1),
     dict(type='PackInstanceLabelMaps'),
 ]
+instances = dict(type='InstanceAttributeDataset', data_root=data_root, attributes=attributes,
+                 pipeline=pipeline)
 train_dataloader = dict(
     batch_size=32, num_workers=1, persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type='InstanceAttributeDataset', data_root=data_root,
-                 ann_file='annotations/instances_train.json',
-                 data_prefix=dict(img_path='images/train/'), attributes=attributes,
-                 pipeline=pipeline))
+    dataset=dict(instances, ann_file='annotations/instances_train.json',
+                 data_prefix=dict(img_path='images/train/')))
 val_dataloader = dict(
     batch_size=50, num_workers=1, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type='InstanceAttributeDataset', data_root=data_root,
-                 ann_file='annotations/instances_val.json',
-                 data_prefix=dict(img_path='images/val/'), attributes=attributes,
-                 pipeline=pipeline, test_mode=True))
+    dataset=dict(instances, ann_file='annotations/instances_val.json',
+                 data_prefix=dict(img_path='images/val/'), test_mode=True))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='PatchAccuracy')
 test_evaluator = val_evaluator
