@@ -36,7 +36,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='PatchAccuracy')
 test_evaluator = val_evaluator
 
-max_iters = 300
+max_iters = 300  # visionllmv2_tiny_shapes.py names iter_300.pth: change both together
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=15),
