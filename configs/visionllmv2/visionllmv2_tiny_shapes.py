@@ -8,6 +8,6 @@ _base_ = [
 custom_imports = dict(imports=['vlm2.plugins.chat'], allow_failed_imports=False)
 # The tower starts from dense pretraining on ShapesWorld instances (make demo runs
 # visionllmv2_tiny_tower_pretrain.py first): trained from scratch by the LM loss alone it read
-# position and count from the picture but hardly colour (README, "The demo").
+# position and count from the picture but hardly colour (README, quick start).
 model = dict(vision_tower=dict(init_cfg=dict(
     type='Pretrained', checkpoint='work_dirs/visionllmv2_tiny_tower_pretrain/iter_300.pth')))

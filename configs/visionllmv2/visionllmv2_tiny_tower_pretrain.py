@@ -1,8 +1,8 @@
 # Dense pretraining of the tiny recipe's vision tower on ShapesWorld instances; `make demo` runs
 # it before the MLLM and visionllmv2_tiny_shapes.py starts from its checkpoint. Each 8-px patch
 # learns the shape and the colour of the instance covering it (TowerPretrainer). The paper's
-# towers come pretrained; trained from scratch by the LM loss alone, the tiny tower's features
-# barely told the answer apart from another image's (README, "How much the demo reads").
+# towers come pretrained; trained from scratch by the LM loss alone, the tiny tower left colour
+# answers at chance at seed 1 (README, quick start: "A pretrained tower made the demo read colour").
 _base_ = [
     '../_base_/models/visionllmv2_tiny.py',
     '../_base_/schedules/iter_tiny.py',
