@@ -141,6 +141,52 @@ def test_guidance_scale_one_skips_the_unconditional_pass(task, scales, copies):
     assert {s[0] for s in calls.shapes} == {2 * copies}
 
 
+def test_noise_repeats_share_a_samples_condition_and_source_across_noise_levels():
+    model = build()
+    dec = model.super_link.decoders['edit']
+    dec.noise_repeats, dec.cond_dropout, dec.source_dropout = 3, 0.0, 0.0
+    seen = []
+    dec.unet.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append((args[0], args[1], kwargs['encoder_hidden_states'])),
+        with_kwargs=True)
+    samples = [edit_sample(0), edit_sample(1)]
+    losses = run(model, samples, 'loss')
+    (x, steps, cond), = seen
+    assert x.shape[0] == steps.shape[0] == cond.shape[0] == 6
+    src = dec.encode(torch.stack([s.source_image for s in samples]))
+    for i in range(2):  # rows 3i..3i+2 are sample i: its condition and source, three noises
+        rows = slice(3 * i, 3 * i + 3)
+        assert torch.equal(cond[rows], cond[3 * i].expand(3, -1, -1))
+        assert torch.equal(x[rows, dec.latent_channels:], src[i].expand(3, -1, -1, -1))
+    assert not torch.equal(cond[0], cond[3])
+    assert not torch.equal(x[0, :dec.latent_channels], x[1, :dec.latent_channels])
+    losses['edit.loss_diffusion'].backward()
+    assert model.super_link.queries['edit'].weight.grad.abs().sum() > 0
+
+
+def test_denoising_loss_trains_the_unet_from_a_condition_given_directly():
+    """The fixed-condition benchmark's path: no LLM, the condition is any (B, 77, width)."""
+    dec = build().super_link.decoders['gen']
+    cond = torch.randn(2, 77, dec.unet.config.cross_attention_dim, requires_grad=True)
+    dec.cond_dropout = 0.0
+    loss = dec.denoising_loss(cond, [gen_sample(0), gen_sample(1)])
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert cond.grad.abs().sum() > 0 and dec.unet.conv_in.weight.grad.abs().sum() > 0
+    sample = gen_sample(2)
+    del sample.target_image
+    with pytest.raises(ValueError, match='sample g2 has no target_image'):
+        dec.denoising_loss(cond[:1], [sample])
+
+
+def test_noise_repeats_below_one_fail_naming_the_key():
+    from vlm2.plugins.diffusion import TextToImageDecoder
+    with pytest.raises(ValueError, match=r'gen\.noise_repeats must be ≥ 1, got 0'):
+        TextToImageDecoder(32, unet=tiny_unet(12, 12), scheduler=NOISE, pixel_patch=2,
+                           image_size=SIZE, conditioner=dict(num_heads=2), noise_repeats=0,
+                           key='model.super_link.decoders.gen')
+
+
 def test_editing_unet_takes_exactly_8_input_channels_with_a_vae():
     model = build(edit_vae=True)
     dec = model.super_link.decoders['edit']
@@ -401,6 +447,9 @@ def test_tiny_recipe_builds_pixel_space_decoders_at_64px():
                         default_args=dict(llm_hidden_size=256))
     assert gen.vae is None and gen.unet.config.in_channels == 12  # 64 px folded 2x2
     assert edit.unet.config.in_channels == 24 and edit.num_queries == gen.num_queries == 64
+    for dec in (gen, edit):  # the pooled condition path, four noise levels, the alignment
+        assert dec.unet.add_embedding is not None and dec.noise_repeats == 4
+        assert dec.text_encoder.model.config.num_hidden_layers == 0 and dec.align_weight == 1
     with torch.no_grad():
         img = gen.generate(gen.conditioner.unconditional(1), num_steps=2)
     assert img.shape == (1, 64, 64, 3)

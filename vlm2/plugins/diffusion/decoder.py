@@ -52,6 +52,10 @@ class DiffusionDecoder(BaseTaskDecoder):
             given, ``align_weight`` × MSE(condition, its caption embedding) is added.
         cond_dropout: probability that a training sample's condition is replaced by the
             learned null condition (classifier-free guidance).
+        noise_repeats: noise draws (each with its own timestep) per sample and training
+            step, sharing the sample's condition and source: the UNet sees several noise
+            levels per pass of the LLM (MAR's ``diffusion_batch_mul``, Li et al. 2024). The
+            loss is their mean, so the condition's gradient keeps its scale.
         conditioner: ``num_tokens`` (77), ``num_heads``, ``ffn_ratio`` of the conditioner.
         test_cfg: ``num_steps``, ``guidance_scale`` (text), ``image_guidance_scale``
             (editing), ``seed``; each can be overridden per call of :meth:`generate`.
@@ -66,8 +70,8 @@ class DiffusionDecoder(BaseTaskDecoder):
                  sampler: str = 'DDIMScheduler', vae: Optional[dict] = None,
                  pixel_patch: int = 1, image_size: int = 512, train_unet: bool = True,
                  text_encoder: Optional[dict] = None, align_weight: float = 0.1,
-                 cond_dropout: float = 0.1, conditioner: Optional[dict] = None,
-                 test_cfg: Optional[dict] = None, routing_tokens=None,
+                 cond_dropout: float = 0.1, noise_repeats: int = 1,
+                 conditioner: Optional[dict] = None, test_cfg: Optional[dict] = None, routing_tokens=None,
                  num_queries: Optional[int] = None, init_cfg: Optional[dict] = None,
                  key: Optional[str] = None) -> None:
         super().__init__(llm_hidden_size, routing_tokens, num_queries, init_cfg)
@@ -109,6 +113,9 @@ class DiffusionDecoder(BaseTaskDecoder):
                                  f'differs from the UNet\'s cross_attention_dim {width}')
         self.align_weight = align_weight
         self.cond_dropout = cond_dropout
+        if int(noise_repeats) < 1:
+            raise ValueError(f'{key}.noise_repeats must be ≥ 1, got {noise_repeats}')
+        self.noise_repeats = int(noise_repeats)
         self.test_cfg = {'num_steps': 20, 'guidance_scale': 3.0, 'image_guidance_scale': 1.5,
                          'seed': 0, **(test_cfg or {})}
 
@@ -168,36 +175,47 @@ class DiffusionDecoder(BaseTaskDecoder):
     def loss(self, phrases: list[LinkedPhrases],
              data_samples: list[VLMDataSample]) -> dict[str, Tensor]:
         cond = self.conditioner(self._states(phrases, training=True))
-        batch, device = cond.shape[0], cond.device
         losses = {}
         if self.text_encoder is not None:
             texts = [str(s.get(self.text_field, '')) for s in data_samples]
             losses['loss_align'] = self.align_weight * F.mse_loss(
-                cond.float(), self.text_encoder(texts).to(device).float())
+                cond.float(), self.text_encoder(texts).to(cond.device).float())
+        losses['loss_diffusion'] = self.denoising_loss(cond, data_samples)
+        return losses
+
+    def denoising_loss(self, cond: Tensor, data_samples: list[VLMDataSample]) -> Tensor:
+        """The denoising MSE of the samples' ``target_image`` under conditions (B, 77, width),
+        with condition (and source) dropout and ``noise_repeats`` noise draws per sample."""
+        batch, device = cond.shape[0], cond.device
         drop = torch.rand(batch, device=device) < self.cond_dropout
         cond = torch.where(drop[:, None, None], self.conditioner.unconditional(batch).to(
             cond.dtype), cond)
-        for i, s in enumerate(data_samples):
+        for s in data_samples:
             if s.get('target_image') is None:
                 raise ValueError(f'{type(self).__name__}: sample {s.metainfo.get("sample_id")} '
                                  'has no target_image (add LoadDiffusionImages to the pipeline '
                                  'and "target_image" to PackVLMInputs.fields)')
         target = self.encode(torch.stack([torch.as_tensor(s.target_image)
                                           for s in data_samples]))
-        noise = torch.randn_like(target)
-        steps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch,),
-                              device=device)
-        noisy = self.scheduler.add_noise(target, noise, steps)
         source = self._sources(data_samples, device)
         if source is not None:
-            noisy = torch.cat([noisy, self._drop_source(source)], dim=1)
+            source = self._drop_source(source)
+        if self.noise_repeats > 1:
+            k = self.noise_repeats
+            cond, target = cond.repeat_interleave(k, 0), target.repeat_interleave(k, 0)
+            source = None if source is None else source.repeat_interleave(k, 0)
+        noise = torch.randn_like(target)
+        steps = torch.randint(0, self.scheduler.config.num_train_timesteps,
+                              (target.shape[0],), device=device)
+        noisy = self.scheduler.add_noise(target, noise, steps)
+        if source is not None:
+            noisy = torch.cat([noisy, source], dim=1)
         pred = self.unet(noisy, steps, encoder_hidden_states=cond).sample
         if self.scheduler.config.prediction_type == 'v_prediction':
             goal = self.scheduler.get_velocity(target, noise, steps)
         else:
             goal = noise
-        losses['loss_diffusion'] = F.mse_loss(pred.float(), goal.float())
-        return losses
+        return F.mse_loss(pred.float(), goal.float())
 
     def _drop_source(self, source: Tensor) -> Tensor:
         return source
