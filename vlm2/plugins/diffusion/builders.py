@@ -91,8 +91,8 @@ class FrozenTextEncoder(nn.Module):
     ``pretrained``: a local folder (the SD layout: ``text_encoder/`` and ``tokenizer/``
     subfolders, or one folder holding both). ``config``: ``CLIPTextConfig`` fields and a
     ``tokenizer`` (a ``TOKENIZERS`` config), for tiny models and tests with no pretrained
-    CLIP: the weights are drawn from ``seed`` and stay frozen. As an alignment target for the
-    tiny recipe it did not keep the caption in the query states (plugin README).
+    CLIP: the weights are drawn from ``seed`` and stay frozen. Random layers mix the words until
+    captions look alike, so the tiny recipe uses zero layers (plugin README).
     """
 
     def __init__(self, key: str, pretrained: Optional[str] = None,
