@@ -88,7 +88,7 @@ def main() -> None:
         loss.backward()
         opt.step()
         it += 1
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.update()
         bar.set_postfix(loss=f'{np.mean(losses[-50:]):.4f}')
     bar.close()
