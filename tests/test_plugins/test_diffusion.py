@@ -483,3 +483,21 @@ def test_sampling_with_an_oracle_noise_predictor_returns_its_image(sampler, nois
     dec._unet = oracle
     out = dec.generate(torch.zeros(1, 77, 16), num_steps=5, guidance_scale=1.0)
     assert (out[0].permute(2, 0, 1).int() - image[0].int()).abs().max() <= 1
+
+
+def test_benchmark_trains_and_scores_only_the_decoders_asked_for(tmp_path):
+    import argparse
+    from vlm2.plugins.diffusion.benchmark import RECIPE, build_cfg
+    subsets = {f'{n}_{s}': dict(path=str(tmp_path / f'{n}_{s}.jsonl'), num=1)
+               for n in ('captions', 'edits') for s in ('train', 'val')}
+    args = argparse.Namespace(config=RECIPE, data_root=str(tmp_path), work_dir=str(tmp_path),
+                              batch_size=4, max_iters=10, seed=0, link_lr_mult=None,
+                              cfg_options={}, tasks=['gen'])
+    cfg = build_cfg(args, subsets)
+    assert [d.task for d in cfg.train_dataloader.dataset.datasets] == ['gen']
+    assert [d.ann_file for d in cfg.val_dataloader.dataset.datasets] == \
+        [subsets['captions_val']['path']]
+    assert cfg.train_dataloader.dataset.ratios == [1.0] and cfg.train_cfg.max_iters == 10
+    args.tasks = ['gen', 'edit']
+    assert [d.task for d in build_cfg(args, subsets).train_dataloader.dataset.datasets] == \
+        ['gen', 'edit']
