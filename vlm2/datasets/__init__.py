@@ -13,5 +13,4 @@ __all__ = ['VLMBaseDataset', 'TEMPLATES', 'ChatTemplate', 'get_template',
            'ConversationEncoder', 'InstanceAttributeDataset', 'LLaVADataset', 'load_json_records',
            'MixedDataset', 'TaskBatchSampler', 'DynamicTiles', 'LoadImageIfAny',
            'PackInstanceLabelMaps', 'PackVLMInputs', 'VisualPromptMasks', 'segmentation_to_mask',
-           'PROMPT_KINDS', 'box_prompt',
-           'random_prompt', 'sample_prompt']
+           'PROMPT_KINDS', 'box_prompt', 'random_prompt', 'sample_prompt']

@@ -189,7 +189,7 @@ class PackInstanceLabelMaps(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         tiles = results['tiles']
-        where = f'{results.get("img_path")}'
+        where = str(results.get('img_path'))
         if tiles is None or tiles.shape[0] != 1:
             raise ValueError(f'{where}: PackInstanceLabelMaps needs exactly one tile per image '
                              '(DynamicTiles with max_tiles=1)')

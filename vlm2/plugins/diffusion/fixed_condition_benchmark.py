@@ -29,12 +29,11 @@ import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from PIL import Image  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from vlm2.plugins.diffusion.benchmark import RECIPE, one_shape_subsets  # noqa: E402
 from vlm2.registry import DATASETS, METRICS, MODELS  # noqa: E402
-
-RECIPE = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
-                 'visionllmv2_tiny_shapes_gen.py')
 
 
 def load_samples(cfg: Config, data_root: str, ann_file: str) -> list:
@@ -45,7 +44,6 @@ def load_samples(cfg: Config, data_root: str, ann_file: str) -> list:
 
 
 def main() -> None:
-    from vlm2.plugins.diffusion.benchmark import one_shape_subsets
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--data-root', default='data/shapes_world')
     parser.add_argument('--config', default=RECIPE,
@@ -103,8 +101,8 @@ def main() -> None:
                              pred_image=img, sample_id=s.metainfo.get('sample_id'))
                         for s, img in zip(val, images)])
     scores = metric.evaluate(len(val))
-    rows = [np.concatenate(list(images[r * 6:(r + 1) * 6]), 1) for r in range(len(val) // 6)]
-    Image.fromarray(np.concatenate(rows[:4], 0)).save(osp.join(args.work_dir, 'grid.png'))
+    grid = make_grid(torch.from_numpy(images[:24]).permute(0, 3, 1, 2), nrow=6, padding=0)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(osp.join(args.work_dir, 'grid.png'))
     result = dict(command=' '.join(sys.argv), iterations=it, batch_size=args.batch_size,
                   noise_repeats=dec.noise_repeats, train_minutes=train_min,
                   final_loss=float(np.mean(losses[-50:])), test_cfg=dec.test_cfg,
