@@ -26,12 +26,15 @@ import torch.nn.functional as F
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 
+from vlm2.datasets.chat_template import get_template
+from vlm2.datasets.shapes_world.vocab import EXIST_TEMPLATES
 from vlm2.models.hf_builders import build_hf_model
 from vlm2.registry import TOKENIZERS
 
 CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'visionllmv2',
                   'visionllmv2_tiny_shapes.py')
-EXIST_PREFIXES = ('is there', 'does the')  # ShapesWorld's existence templates
+#: how ShapesWorld's existence questions start ('is there ', 'does the image contain ')
+EXIST_PREFIXES = tuple(sorted({t.split('{')[0].lower() for t in EXIST_TEMPLATES}))
 
 
 def existence_in_text(root: str, split: str) -> list[tuple[str, str]]:
@@ -61,14 +64,16 @@ def existence_in_text(root: str, split: str) -> list[tuple[str, str]]:
     return items
 
 
-def encode(tokenizer, items: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
-    """Prompt ids in the 'plain' template's shape, and the answer's single token id."""
+def encode(tokenizer, template: str,
+           items: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
+    """Prompt ids (one round of the chat ``template``), and the answer's single token id."""
+    instruction = get_template(template).instruction
     out = []
     for prompt, answer in items:
         answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
         if len(answer_ids) != 1:
             raise ValueError(f'answer {answer!r} is not one token for this tokenizer')
-        out.append((tokenizer(f'USER: {prompt} ASSISTANT:').input_ids, answer_ids[0]))
+        out.append((tokenizer(instruction.format(input=prompt)).input_ids, answer_ids[0]))
     return out
 
 
@@ -103,8 +108,8 @@ def main() -> None:
     llm_cfg['config'] = dict(llm_cfg['config'], vocab_size=len(tokenizer))
     torch.manual_seed(args.seed)
     llm = build_hf_model('model.llm', **llm_cfg)
-    train = encode(tokenizer, existence_in_text(args.data_root, 'train'))
-    val = encode(tokenizer, existence_in_text(args.data_root, 'val'))
+    train = encode(tokenizer, cfg.model.template, existence_in_text(args.data_root, 'train'))
+    val = encode(tokenizer, cfg.model.template, existence_in_text(args.data_root, 'val'))
     answers = [a for _, a in val]
     majority = max(answers.count(a) for a in set(answers)) / len(answers)
     # the demo's optimiser, without its schedule: the question is whether it learns at all

@@ -71,7 +71,8 @@ class DiffusionDecoder(BaseTaskDecoder):
                  pixel_patch: int = 1, image_size: int = 512, train_unet: bool = True,
                  text_encoder: Optional[dict] = None, align_weight: float = 0.1,
                  cond_dropout: float = 0.1, noise_repeats: int = 1,
-                 conditioner: Optional[dict] = None, test_cfg: Optional[dict] = None, routing_tokens=None,
+                 conditioner: Optional[dict] = None, test_cfg: Optional[dict] = None,
+                 routing_tokens=None,
                  num_queries: Optional[int] = None, init_cfg: Optional[dict] = None,
                  key: Optional[str] = None) -> None:
         super().__init__(llm_hidden_size, routing_tokens, num_queries, init_cfg)
