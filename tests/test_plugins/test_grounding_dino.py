@@ -3,6 +3,7 @@ import copy
 import json
 import os.path as osp
 import random
+import re
 
 import numpy as np
 import pytest
@@ -474,6 +475,48 @@ def test_interactive_segmentation_loss_reaches_the_region_encoder(fixture):
     (losses['perception.loss_mask'] + losses['perception.loss_dice']).backward()
     grads = [p.grad for p in model.region_encoder.parameters()]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_region_phrase_loss_pairs_each_answer_phrase_with_its_own_region(fixture):
+    """`regionK[SEG]` in the answer is paired with the `<region>` after `<reg>regionK`, in the
+    batch's reading order, whatever the drawn numbering; the term trains the LLM."""
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_model_cfg(decoders=dict(perception=copy.deepcopy(DECODER)),
+                                        region_encoder=dict(num_levels=2),
+                                        region_phrase_loss=dict(weight=1.0)))
+    model.init_weights()
+    ds = interactive(fixture, kind='box', shuffle=True, per_image=True)
+    ds.full_init()
+    random.seed(1)
+    samples = [ds[0], ds[0]]
+    data = model.data_preprocessor(pseudo_collate(samples), True)
+    batch, embeds = model.embed(data['inputs'], data['data_samples'], for_generation=False)
+    hidden = model._hidden(embeds, batch['attention_mask'])
+    found = model.super_link.gather(hidden, batch['input_ids'])
+    names = [model._phrase_names(row, [p for _, _, p in phrases],
+                                 stop=lambda j, lab=lab: lab[j] == -100)
+             for row, lab, phrases in zip(batch['input_ids'].tolist(),
+                                          batch['labels'].tolist(), found)]
+    states, targets = model.region_phrase_loss.pairs(
+        batch['input_ids'], found, names, model.encoder.region_id,
+        model.tokenizer.convert_tokens_to_ids('<reg>'), model._decode)
+    expected = []
+    for b, sample in enumerate(data['data_samples']):
+        prompt = sample.conversation[0]['value']
+        order = re.findall(r'<reg>(region\d+)<region></reg>', prompt)
+        expected += [2 * b + order.index(name) for name in sample.phrase_names]
+    assert targets == expected and len(states) == 4
+    assert torch.equal(states[0], found[0][0][1].mean(0))
+    loss = model.loss(**data)['loss_region_phrase']
+    assert loss > 0
+    loss.backward()
+    assert model.llm.get_input_embeddings().weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.region_phrase_loss.parameters())
+
+
+def test_region_phrase_loss_needs_a_region_encoder():
+    with pytest.raises(ValueError, match='region_phrase_loss needs a model.region_encoder'):
+        MODELS.build(tiny_model_cfg(region_phrase_loss=dict()))
 
 
 def test_interactive_segmentation_metric_per_prompt_kind():

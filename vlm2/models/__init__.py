@@ -2,6 +2,7 @@ from .base_decoder import BaseTaskDecoder
 from .data_preprocessor import VLMDataPreprocessor
 from .projector import MLPProjector
 from .region_encoder import RegionEncoder
+from .region_phrase_loss import RegionPhraseLoss
 from .super_link import SuperLink
 from .tokenizers import PretrainedTokenizer, ShapesWorldTokenizer, WordLevelTokenizer
 from .tower_pretrainer import TowerPretrainer

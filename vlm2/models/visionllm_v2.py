@@ -32,6 +32,8 @@ class VisionLLMv2(BaseModel):
         vision_tower: a :class:`VisionTower` config; None for a text-only model.
         region_encoder: a :class:`RegionEncoder` config (widths and patch size are filled in
             from the tower and the LLM); None for a model without visual prompts.
+        region_phrase_loss: a :class:`RegionPhraseLoss` config (an auxiliary term for LLMs
+            trained from scratch, not the paper's); None: off.
         super_link: ``dict(decoders=dict(name=decoder_cfg, ...))``.
         template / system: chat template name and system prompt (None: the template's).
         max_length: maximum tokens per sample.
@@ -48,6 +50,7 @@ class VisionLLMv2(BaseModel):
                  tokenizer: dict,
                  vision_tower: Optional[dict] = None,
                  region_encoder: Optional[dict] = None,
+                 region_phrase_loss: Optional[dict] = None,
                  super_link: Optional[dict] = None,
                  template: str = 'vicuna',
                  system: Optional[str] = None,
@@ -85,6 +88,13 @@ class VisionLLMv2(BaseModel):
                 dict(type='RegionEncoder', **region_encoder),
                 default_args=dict(vision_width=self.vision_tower.hidden_size, llm_width=hidden,
                                   patch_size=self.vision_tower.patch_size))
+        self.region_phrase_loss = None
+        if region_phrase_loss is not None:
+            if self.region_encoder is None:
+                raise ValueError('model.region_phrase_loss needs a model.region_encoder')
+            self.region_phrase_loss = MODELS.build(
+                dict(type='RegionPhraseLoss', **region_phrase_loss),
+                default_args=dict(hidden_size=hidden))
         ids = self.tokenizer.convert_tokens_to_ids
         self.super_link.bind_token_ids(
             {t: ids(t) for t in [EMB_TOKEN] + self.super_link.routing_tokens})
@@ -164,8 +174,8 @@ class VisionLLMv2(BaseModel):
             embeds = embeds.masked_scatter(mask[..., None],
                                            feats.reshape(-1, embeds.shape[-1]).to(embeds.dtype))
             if self.region_encoder is not None:
-                embeds = self._merge_regions(ids, embeds, pixel_values, layers, num_tiles,
-                                             data_samples)
+                embeds, batch['region_embeds'] = self._merge_regions(
+                    ids, embeds, pixel_values, layers, num_tiles, data_samples)
         elif self.training and self.vision_tower is not None:
             embeds = embeds + self._zero_term(self.vision_tower, self.projector,
                                               self.region_encoder)
@@ -183,7 +193,8 @@ class VisionLLMv2(BaseModel):
     def _merge_regions(self, ids: Tensor, embeds: Tensor, pixel_values: Tensor,
                        layers: tuple, num_tiles: list[int],
                        data_samples: list[VLMDataSample]) -> Tensor:
-        """Replace each ``<region>`` token with the embedding of the sample's next region.
+        """Replace each ``<region>`` token with the embedding of the sample's next region;
+        also returns the region embeddings in that order (None when the batch has none).
 
         Regions (``region_masks``: (R, S, S)) are drawn on a sample's global tile, the last
         one (the thumbnail, or the only tile).
@@ -202,11 +213,13 @@ class VisionLLMv2(BaseModel):
                 tiles += [int(last_tile[b])] * n
                 masks.append(m.to(pixel_values.device))
         if not masks:
-            return embeds + self._zero_term(self.region_encoder) if self.training else embeds
+            return (embeds + self._zero_term(self.region_encoder) if self.training
+                    else embeds), None
         index = torch.tensor(tiles, device=ids.device)
         regions = self.region_encoder(pixel_values[index], torch.cat(masks),
                                       [h[index] for h in layers])
-        return embeds.masked_scatter((ids == region_id)[..., None], regions.to(embeds.dtype))
+        return embeds.masked_scatter((ids == region_id)[..., None],
+                                     regions.to(embeds.dtype)), regions
 
     def _hidden(self, embeds: Tensor, attention_mask: Tensor) -> Tensor:
         return self._lm().get_decoder()(inputs_embeds=embeds,
@@ -237,8 +250,27 @@ class VisionLLMv2(BaseModel):
         logits = self._lm().get_output_embeddings()(hidden[:, :-1][supervised])
         loss_lm = F.cross_entropy(logits.float(), labels[supervised]) if supervised.any() \
             else logits.sum() * 0.0
-        return dict(loss_lm=loss_lm, **self.super_link.loss(hidden, batch['input_ids'],
-                                                            data_samples))
+        losses = dict(loss_lm=loss_lm, **self.super_link.loss(hidden, batch['input_ids'],
+                                                              data_samples))
+        if self.region_phrase_loss is not None:
+            losses['loss_region_phrase'] = self._region_phrase_loss(batch, hidden)
+        return losses
+
+    def _region_phrase_loss(self, batch: dict, hidden: Tensor) -> Tensor:
+        ids = batch['input_ids']
+        regions = batch.get('region_embeds')
+        loss = None
+        if regions is not None:
+            found = self.super_link.gather(hidden, ids)
+            names = [self._phrase_names(row, [p for _, _, p in phrases],
+                                        stop=lambda j, lab=lab: lab[j] == -100)
+                     for row, lab, phrases in zip(ids.tolist(), batch['labels'].tolist(), found)]
+            states, targets = self.region_phrase_loss.pairs(
+                ids, found, names, self.encoder.region_id,
+                self.tokenizer.convert_tokens_to_ids('<reg>'), self._decode)
+            loss = self.region_phrase_loss(states, regions, targets)
+        return loss if loss is not None else hidden.sum() * 0.0 + self._zero_term(
+            self.region_phrase_loss)
 
     def predict(self, inputs: dict, data_samples: list[VLMDataSample],
                 logits_processor: Optional[Callable] = None) -> list[VLMDataSample]:

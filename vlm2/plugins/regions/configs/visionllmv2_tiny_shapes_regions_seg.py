@@ -7,7 +7,12 @@ custom_imports = dict(
     imports=['vlm2.plugins.chat', 'vlm2.plugins.grounding_dino', 'vlm2.plugins.regions'],
     allow_failed_imports=False)
 
-model = dict(region_encoder=dict(num_levels=3, max_points=2304))
+# region_phrase_loss (not the paper's): the mean [EMB] state of each `regionK[SEG]` must pick
+# out regionK's embedding among the batch's regions. With the decoder's loss alone the tiny
+# LLM did not learn to carry the region from its <region> token to the answer: the phrase
+# embeddings of different regions were nearly equal and the masks prompt-independent.
+model = dict(region_encoder=dict(num_levels=3, max_points=2304),
+             region_phrase_loss=dict(weight=1.0, temperature=0.1))
 # The LLM at the decoder's rate rather than the perception recipe's tenth of it: here it has
 # to learn to carry each region from its <region> token to its `regionN[SEG]` answer and to
 # name the region's object, which the freshly built LLM cannot do.
