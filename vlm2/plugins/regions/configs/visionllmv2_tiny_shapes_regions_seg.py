@@ -10,7 +10,9 @@ custom_imports = dict(
 # region_phrase_loss (not the paper's): the mean [EMB] state of each `regionK[SEG]` must pick
 # out regionK's embedding among the batch's regions. With the decoder's loss alone the tiny
 # LLM did not learn to carry the region from its <region> token to the answer: the phrase
-# embeddings of different regions were nearly equal and the masks prompt-independent.
+# embeddings of different regions were nearly equal and the masks prompt-independent. With
+# it (20-minute benchmark, README): mIoU 0.409 against 0.362, the top-1 box on the prompted
+# object 0.404 against 0.353 (chance 0.355); recognition 0.476 against 0.549. Weight 5 was worse.
 model = dict(region_encoder=dict(num_levels=3, max_points=2304),
              region_phrase_loss=dict(weight=1.0, temperature=0.1))
 # The LLM at the decoder's rate rather than the perception recipe's tenth of it: here it has
