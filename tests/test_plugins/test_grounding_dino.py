@@ -492,11 +492,7 @@ def test_region_phrase_loss_pairs_each_answer_phrase_with_its_own_region(fixture
     data = model.data_preprocessor(pseudo_collate(samples), True)
     batch, embeds = model.embed(data['inputs'], data['data_samples'], for_generation=False)
     hidden = model._hidden(embeds, batch['attention_mask'])
-    found = model.super_link.gather(hidden, batch['input_ids'])
-    names = [model._phrase_names(row, [p for _, _, p in phrases],
-                                 stop=lambda j, lab=lab: lab[j] == -100)
-             for row, lab, phrases in zip(batch['input_ids'].tolist(),
-                                          batch['labels'].tolist(), found)]
+    found, names = model._answer_phrases(batch, hidden)
     states, targets = model.region_phrase_loss.pairs(
         batch['input_ids'], found, names, model.encoder.region_id,
         model.tokenizer.convert_tokens_to_ids('<reg>'), model._decode)

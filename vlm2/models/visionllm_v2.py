@@ -192,7 +192,7 @@ class VisionLLMv2(BaseModel):
 
     def _merge_regions(self, ids: Tensor, embeds: Tensor, pixel_values: Tensor,
                        layers: tuple, num_tiles: list[int],
-                       data_samples: list[VLMDataSample]) -> Tensor:
+                       data_samples: list[VLMDataSample]) -> tuple[Tensor, Optional[Tensor]]:
         """Replace each ``<region>`` token with the embedding of the sample's next region;
         also returns the region embeddings in that order (None when the batch has none).
 
@@ -256,19 +256,22 @@ class VisionLLMv2(BaseModel):
             losses['loss_region_phrase'] = self._region_phrase_loss(batch, hidden)
         return losses
 
-    def _region_phrase_loss(self, batch: dict, hidden: Tensor) -> Tensor:
+    def _answer_phrases(self, batch: dict, hidden: Tensor) -> tuple[list, list[list[str]]]:
+        """Each sample's routed answer phrases (:meth:`SuperLink.gather`) and their names."""
         ids = batch['input_ids']
-        regions = batch.get('region_embeds')
+        found = self.super_link.gather(hidden, ids)
+        names = [self._phrase_names(row, [p for _, _, p in phrases],
+                                    stop=lambda j, lab=lab: lab[j] == -100)
+                 for row, lab, phrases in zip(ids.tolist(), batch['labels'].tolist(), found)]
+        return found, names
+
+    def _region_phrase_loss(self, batch: dict, hidden: Tensor) -> Tensor:
         loss = None
-        if regions is not None:
-            found = self.super_link.gather(hidden, ids)
-            names = [self._phrase_names(row, [p for _, _, p in phrases],
-                                        stop=lambda j, lab=lab: lab[j] == -100)
-                     for row, lab, phrases in zip(ids.tolist(), batch['labels'].tolist(), found)]
+        if batch.get('region_embeds') is not None:
             states, targets = self.region_phrase_loss.pairs(
-                ids, found, names, self.encoder.region_id,
+                batch['input_ids'], *self._answer_phrases(batch, hidden), self.encoder.region_id,
                 self.tokenizer.convert_tokens_to_ids('<reg>'), self._decode)
-            loss = self.region_phrase_loss(states, regions, targets)
+            loss = self.region_phrase_loss(states, batch['region_embeds'], targets)
         return loss if loss is not None else hidden.sum() * 0.0 + self._zero_term(
             self.region_phrase_loss)
 
