@@ -11,8 +11,9 @@ custom_imports = dict(
 # out regionK's embedding among the batch's regions. With the decoder's loss alone the tiny
 # LLM did not learn to carry the region from its <region> token to the answer: the phrase
 # embeddings of different regions were nearly equal and the masks prompt-independent. With
-# it (20-minute benchmark, README): mIoU 0.409 against 0.362, the top-1 box on the prompted
-# object 0.404 against 0.353 (chance 0.355); recognition 0.476 against 0.549. Weight 5 was worse.
+# it (20-minute benchmark, README; seeds 0 / 1): mIoU 0.409 / 0.386 against 0.362, the top-1
+# box on the prompted object 0.404 / 0.382 against 0.353 (chance 0.355); recognition 0.476 /
+# 0.493 against 0.549. Weight 5 was worse.
 model = dict(region_encoder=dict(num_levels=3, max_points=2304),
              region_phrase_loss=dict(weight=1.0, temperature=0.1))
 # The LLM at the decoder's rate rather than the perception recipe's tenth of it: here it has
