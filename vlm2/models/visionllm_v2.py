@@ -281,13 +281,10 @@ class VisionLLMv2(BaseModel):
         if self.test_cfg['routing'] == 'forced':
             batch, embeds = self.embed(inputs, data_samples, for_generation=False)
             hidden = self._hidden(embeds, batch['attention_mask'])
-            found = self.super_link.gather(hidden, batch['input_ids'])
-            answers, names = [], []
-            for ids, labels, phrases in zip(batch['input_ids'].tolist(),
-                                            batch['labels'].tolist(), found):
-                answers.append([i for i, lab in zip(ids, labels) if lab != -100])
-                names.append(self._phrase_names(ids, [p for _, _, p in phrases],
-                                                stop=lambda j, lab=labels: lab[j] == -100))
+            found, names = self._answer_phrases(batch, hidden)
+            answers = [[i for i, lab in zip(ids, labels) if lab != -100]
+                       for ids, labels in zip(batch['input_ids'].tolist(),
+                                              batch['labels'].tolist())]
         else:
             batch, embeds = self.embed(inputs, data_samples, for_generation=True)
             eos = {self.tokenizer.eos_token_id} | {
