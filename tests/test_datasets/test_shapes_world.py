@@ -38,7 +38,8 @@ def _files(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize('kwargs, name', [
     ({'num_train': 0}, 'num_train'), ({'num_val': 0}, 'num_val'),
-    ({'image_size': 31}, 'image_size'), ({'seed': -1}, 'seed')])
+    ({'image_size': 31}, 'image_size'), ({'seed': -1}, 'seed'),
+    ({'max_shapes': 0}, 'max_shapes'), ({'max_shapes': 5}, 'max_shapes')])
 def test_bad_arguments(tmp_path, kwargs, name):
     with pytest.raises(ValueError, match=name):
         generate_shapes_world(str(tmp_path), **kwargs)
@@ -54,6 +55,16 @@ def test_deterministic(tmp_path):
     assert a.keys() == c.keys()
     assert a['annotations/instances_train.json'] != c['annotations/instances_train.json']
     assert a['images/train/000000.png'] != c['images/train/000000.png']
+
+
+def test_max_shapes_caps_every_scene_and_is_recorded(tmp_path):
+    meta = generate_shapes_world(str(tmp_path), seed=0, num_train=12, num_val=2, image_size=64,
+                                 max_shapes=1)
+    counts = np.bincount([a['image_id'] for a in
+                          _json(tmp_path, 'instances_train.json')['annotations']])
+    assert meta['max_shapes'] == 1 and set(counts[1:]) == {1}
+    edits = _jsonl(tmp_path, 'edits_train.jsonl')
+    assert len(edits) == 12 and {e['edit_type'] for e in edits} <= {'add', 'recolor', 'remove'}
 
 
 @pytest.mark.parametrize('split', SPLITS)

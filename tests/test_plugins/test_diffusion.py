@@ -253,6 +253,54 @@ def test_alignment_loss_against_a_frozen_text_encoder_trains_the_link_only():
     assert not dec.text_encoder.model.training  # frozen, so always in eval mode
 
 
+
+def test_teacher_condition_replaces_the_links_in_the_denoising_loss_only():
+    import vlm2.plugins.diffusion  # noqa: F401
+    init_default_scope('vlm2')
+    torch.manual_seed(0)
+    decs = decoders()
+    decs['gen'].update(text_encoder=TINY_TEXT_ENCODER, teacher_prob=1.0, cond_dropout=0.0)
+    cfg = tiny_model_cfg(decoders=decs)
+    cfg['tokenizer'] = dict(type='WordLevelTokenizer', words=WORDS)
+    cfg['test_cfg'] = dict(routing='forced')
+    model = MODELS.build(cfg)
+    dec = model.super_link.decoders['gen']
+    seen = []
+    dec.unet.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs['encoder_hidden_states'].detach()),
+        with_kwargs=True)
+    a, b = gen_sample(0), gen_sample(1)
+    b.caption = 'a blue circle'
+    losses = run(model, [a, b], 'loss')
+    assert torch.equal(seen[0], dec.text_encoder([a.caption, b.caption]))
+    # the link learns from the alignment loss only; the diffusion loss trains the UNet
+    losses['gen.loss_diffusion'].backward(retain_graph=True)
+    grad = model.super_link.queries['gen'].weight.grad
+    assert grad is None or not grad.any()
+    assert dec.unet.conv_in.weight.grad.abs().sum() > 0
+    losses['gen.loss_align'].backward()
+    assert model.super_link.queries['gen'].weight.grad.abs().sum() > 0
+    # at inference the UNet reads the link's condition
+    seen.clear()
+    model.eval()
+    with torch.no_grad():
+        run(model, [a], 'predict')
+    assert seen and not any(torch.equal(c[:1], dec.text_encoder([a.caption])) for c in seen)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(teacher_prob=0.5), 'needs a text_encoder'),
+    (dict(teacher_prob=1.5, text_encoder=TINY_TEXT_ENCODER), r'teacher_prob must be in \[0, 1\]')])
+def test_teacher_prob_is_checked_naming_the_key(kwargs, match):
+    import vlm2.plugins.diffusion  # noqa: F401
+    init_default_scope('vlm2')
+    decs = decoders()
+    decs['gen'].update(kwargs)
+    cfg = tiny_model_cfg(decoders=decs)
+    cfg['tokenizer'] = dict(type='WordLevelTokenizer', words=WORDS)
+    with pytest.raises(ValueError, match=match):
+        MODELS.build(cfg)
+
 def test_config_built_text_encoder_is_seeded_and_matches_its_saved_folder(tmp_path):
     from vlm2.plugins.diffusion.builders import FrozenTextEncoder
     state = torch.random.get_rng_state()
@@ -450,6 +498,7 @@ def test_tiny_recipe_builds_pixel_space_decoders_at_64px():
     for dec in (gen, edit):  # the pooled condition path, four noise levels, the alignment
         assert dec.unet.add_embedding is not None and dec.noise_repeats == 4
         assert dec.text_encoder.model.config.num_hidden_layers == 0 and dec.align_weight == 1
+        assert dec.teacher_prob == 0.5
     with torch.no_grad():
         img = gen.generate(gen.conditioner.unconditional(1), num_steps=2)
     assert img.shape == (1, 64, 64, 3)
@@ -501,3 +550,16 @@ def test_benchmark_trains_and_scores_only_the_decoders_asked_for(tmp_path):
     args.tasks = ['gen', 'edit']
     assert [d.task for d in build_cfg(args, subsets).train_dataloader.dataset.datasets] == \
         ['gen', 'edit']
+
+
+def test_benchmark_writes_its_one_shape_world_only_when_missing(tmp_path, monkeypatch):
+    from vlm2.plugins.diffusion import benchmark
+    monkeypatch.setattr(benchmark, 'ONE_SHAPE_WORLD',
+                        dict(benchmark.ONE_SHAPE_WORLD, num_train=6, num_val=2))
+    root = tmp_path / 'sw1'
+    benchmark.ensure_one_shape_world(str(root))
+    subsets = benchmark.one_shape_subsets(str(root), str(tmp_path))
+    assert subsets['captions_train']['num'] == 6 and subsets['edits_val']['num'] == 2
+    stamp = (root / 'meta.json').stat().st_mtime_ns
+    benchmark.ensure_one_shape_world(str(root))  # already there: left as it is
+    assert (root / 'meta.json').stat().st_mtime_ns == stamp

@@ -6,6 +6,7 @@ Example:
 import argparse
 
 from vlm2.datasets.shapes_world import generate_shapes_world
+from vlm2.datasets.shapes_world.vocab import MAX_SHAPES
 
 
 def parse_args() -> argparse.Namespace:
@@ -15,13 +16,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--num-train', type=int, default=2000, help='training images')
     parser.add_argument('--num-val', type=int, default=200, help='validation images')
     parser.add_argument('--image-size', type=int, default=128, help='image side in px')
+    parser.add_argument('--max-shapes', type=int, default=MAX_SHAPES,
+                        help='most shapes per image (1 for the generation benchmark)')
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     generate_shapes_world(args.out, seed=args.seed, num_train=args.num_train,
-                          num_val=args.num_val, image_size=args.image_size)
+                          num_val=args.num_val, image_size=args.image_size,
+                          max_shapes=args.max_shapes)
 
 
 if __name__ == '__main__':

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .edits import sample_edit
 from .language import caption, conversation, evaluation_questions, referring_expressions
 from .scene import MIN_VISIBLE, sample_scene
-from .vocab import CATEGORY_IDS, COLORS, KEYPOINT_NAMES, POSITIONS, SHAPES, SIZES
+from .vocab import CATEGORY_IDS, COLORS, KEYPOINT_NAMES, MAX_SHAPES, POSITIONS, SHAPES, SIZES
 from .writers import (coco_file, image_record, instance_annotations, llava_record,
                       ref_record, write_json, write_jsonl)
 
@@ -39,7 +39,7 @@ def _save_png(image: np.ndarray, path: Path) -> None:
 
 
 def _generate_split(out: Path, split: str, num: int, seed: int,
-                    image_size: int) -> tuple[dict, dict]:
+                    image_size: int, max_shapes: int) -> tuple[dict, dict]:
     """Write one split; returns (records per file, skipped counts)."""
     image_dir, edit_dir = out / 'images' / split, out / 'images' / 'edits' / split
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,7 @@ def _generate_split(out: Path, split: str, num: int, seed: int,
     for idx in tqdm(range(num), desc=f'ShapesWorld {split}', unit='img'):
         streams = np.random.SeedSequence([seed, SPLITS.index(split), idx]).spawn(4)
         scene_rng, ref_rng, qa_rng, edit_rng = (np.random.default_rng(s) for s in streams)
-        scene = sample_scene(scene_rng, image_size)
+        scene = sample_scene(scene_rng, image_size, max_shapes)
         name, image_id = f'{idx:06d}.png', idx + 1
         rel_image = f'{split}/{name}'
         picture = scene.render()
@@ -115,7 +115,8 @@ def _check_int(name: str, value, minimum: int) -> None:
 
 
 def generate_shapes_world(out_dir: str, seed: int = 0, num_train: int = 2000,
-                          num_val: int = 200, image_size: int = 128) -> dict:
+                          num_val: int = 200, image_size: int = 128,
+                          max_shapes: int = MAX_SHAPES) -> dict:
     """Generate ShapesWorld into ``out_dir`` and return the meta dict (also meta.json).
 
     Args:
@@ -123,22 +124,28 @@ def generate_shapes_world(out_dir: str, seed: int = 0, num_train: int = 2000,
         seed: non-negative integer; the same seed gives byte-identical files.
         num_train, num_val: number of images per split (>= 1).
         image_size: side of the square images in pixels (>= 32).
+        max_shapes: most shapes per image, 1 to ``MAX_SHAPES`` (e.g. 1 for the generation
+            benchmark's one-shape pictures).
     """
     _check_int('seed', seed, 0)
     _check_int('num_train', num_train, 1)
     _check_int('num_val', num_val, 1)
     _check_int('image_size', image_size, MIN_IMAGE_SIZE)
+    _check_int('max_shapes', max_shapes, 1)
+    if max_shapes > MAX_SHAPES:
+        raise ValueError(f'max_shapes must be at most {MAX_SHAPES}, got {max_shapes}')
     out = Path(out_dir)
     start = time.perf_counter()
     counts: dict[str, int] = {}
     skipped_refs, skipped_edits = {}, {}
     for split, num in zip(SPLITS, (num_train, num_val)):
-        split_counts, skipped = _generate_split(out, split, num, int(seed), image_size)
+        split_counts, skipped = _generate_split(out, split, num, int(seed), image_size,
+                                               int(max_shapes))
         counts.update(split_counts)
         skipped_refs[split], skipped_edits[split] = skipped['refs'], skipped['edits']
     meta = {
         'name': 'shapes_world', 'seed': int(seed), 'image_size': image_size,
-        'num_train': num_train, 'num_val': num_val,
+        'num_train': num_train, 'num_val': num_val, 'max_shapes': int(max_shapes),
         'shapes': list(SHAPES), 'category_ids': CATEGORY_IDS,
         'colors': {k: list(v) for k, v in COLORS.items()}, 'sizes': list(SIZES),
         'positions': list(POSITIONS), 'keypoints': {k: list(v) for k, v in KEYPOINT_NAMES.items()},

@@ -208,15 +208,16 @@ def sample_shape(rng: np.random.Generator, image_size: int,
                  round(float(radius), 2))
 
 
-def sample_scene(rng: np.random.Generator, image_size: int) -> Scene:
-    """Sample a scene of 1-``MAX_SHAPES`` shapes that passes ``layout_ok``.
+def sample_scene(rng: np.random.Generator, image_size: int,
+                 max_shapes: int = MAX_SHAPES) -> Scene:
+    """Sample a scene of 1-``max_shapes`` shapes that passes ``layout_ok``.
 
     Shapes that do not fit after a few tries are dropped, so the count may be lower
     than first drawn (never below one).
     """
     grey = int(rng.integers(228, 250))
     scene = Scene(image_size, (grey, grey, grey))
-    target = int(rng.integers(1, MAX_SHAPES + 1))
+    target = int(rng.integers(1, max_shapes + 1))
     shapes: list[Shape] = []
     masks: list[np.ndarray] = []
     for _ in range(target * _MAX_TRIES):

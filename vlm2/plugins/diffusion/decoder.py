@@ -50,6 +50,12 @@ class DiffusionDecoder(BaseTaskDecoder):
         text_encoder: a frozen CLIP text encoder, ``dict(pretrained=folder)`` or
             ``dict(config=..., tokenizer=..., seed=...)`` (:class:`FrozenTextEncoder`); when
             given, ``align_weight`` × MSE(condition, its caption embedding) is added.
+        teacher_prob: with a ``text_encoder``, the probability that a training sample's
+            denoising loss reads the frozen encoder's embedding of its text instead of the
+            link's condition. Not the paper's: its UNet is pretrained on CLIP text
+            embeddings, a UNet built from a config is not, and this lets it learn from a
+            condition that tells prompts apart from the first step while the alignment loss
+            brings the link's condition to the same place. Inference always reads the link.
         cond_dropout: probability that a training sample's condition is replaced by the
             learned null condition (classifier-free guidance).
         noise_repeats: noise draws (each with its own timestep) per sample and training
@@ -70,6 +76,7 @@ class DiffusionDecoder(BaseTaskDecoder):
                  sampler: str = 'DDIMScheduler', vae: Optional[dict] = None,
                  pixel_patch: int = 1, image_size: int = 512, train_unet: bool = True,
                  text_encoder: Optional[dict] = None, align_weight: float = 0.1,
+                 teacher_prob: float = 0.0,
                  cond_dropout: float = 0.1, noise_repeats: int = 1,
                  conditioner: Optional[dict] = None, test_cfg: Optional[dict] = None,
                  routing_tokens=None,
@@ -113,6 +120,12 @@ class DiffusionDecoder(BaseTaskDecoder):
                 raise ValueError(f'{key}.text_encoder: its width {self.text_encoder.width} '
                                  f'differs from the UNet\'s cross_attention_dim {width}')
         self.align_weight = align_weight
+        if not 0.0 <= teacher_prob <= 1.0:
+            raise ValueError(f'{key}.teacher_prob must be in [0, 1], got {teacher_prob}')
+        if teacher_prob and self.text_encoder is None:
+            raise ValueError(f'{key}.teacher_prob={teacher_prob} needs a text_encoder: the '
+                             'teacher condition is its embedding of the text')
+        self.teacher_prob = teacher_prob
         self.cond_dropout = cond_dropout
         if int(noise_repeats) < 1:
             raise ValueError(f'{key}.noise_repeats must be ≥ 1, got {noise_repeats}')
@@ -179,8 +192,11 @@ class DiffusionDecoder(BaseTaskDecoder):
         losses = {}
         if self.text_encoder is not None:
             texts = [str(s.get(self.text_field, '')) for s in data_samples]
-            losses['loss_align'] = self.align_weight * F.mse_loss(
-                cond.float(), self.text_encoder(texts).to(cond.device).float())
+            target = self.text_encoder(texts).to(cond.device)
+            losses['loss_align'] = self.align_weight * F.mse_loss(cond.float(), target.float())
+            if self.teacher_prob:
+                teach = torch.rand(cond.shape[0], device=cond.device) < self.teacher_prob
+                cond = torch.where(teach[:, None, None], target.to(cond.dtype), cond)
         losses['loss_diffusion'] = self.denoising_loss(cond, data_samples)
         return losses
 

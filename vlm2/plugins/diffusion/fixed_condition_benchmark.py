@@ -32,7 +32,8 @@ from PIL import Image  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from vlm2.plugins.diffusion.benchmark import RECIPE, one_shape_subsets  # noqa: E402
+from vlm2.plugins.diffusion.benchmark import (RECIPE, ensure_one_shape_world,  # noqa: E402
+                                              one_shape_subsets)
 from vlm2.registry import DATASETS, METRICS, MODELS  # noqa: E402
 
 
@@ -45,7 +46,8 @@ def load_samples(cfg: Config, data_root: str, ann_file: str) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--data-root', default='data/shapes_world')
+    parser.add_argument('--data-root', default='data/shapes_world_1shape',
+                        help='a ShapesWorld folder; written (one shape per image) if missing')
     parser.add_argument('--config', default=RECIPE,
                         help='a generation recipe whose [GEN] decoder names a text_encoder')
     parser.add_argument('--work-dir', default='work_dirs/diffusion_fixed_condition')
@@ -68,6 +70,7 @@ def main() -> None:
                          'set; the fixed condition is its embedding of the caption')
     torch.manual_seed(args.seed)
     dec = MODELS.build(dict(dec_cfg, llm_hidden_size=cfg.model.llm.config.hidden_size))
+    ensure_one_shape_world(args.data_root)
     subsets = one_shape_subsets(args.data_root, args.work_dir)
     train = load_samples(cfg, args.data_root, subsets['captions_train']['path'])
     val = load_samples(cfg, args.data_root, subsets['captions_val']['path'])
