@@ -253,7 +253,6 @@ def test_alignment_loss_against_a_frozen_text_encoder_trains_the_link_only():
     assert not dec.text_encoder.model.training  # frozen, so always in eval mode
 
 
-
 def test_teacher_condition_replaces_the_links_in_the_denoising_loss_only():
     import vlm2.plugins.diffusion  # noqa: F401
     init_default_scope('vlm2')
@@ -300,6 +299,7 @@ def test_teacher_prob_is_checked_naming_the_key(kwargs, match):
     cfg['tokenizer'] = dict(type='WordLevelTokenizer', words=WORDS)
     with pytest.raises(ValueError, match=match):
         MODELS.build(cfg)
+
 
 def test_config_built_text_encoder_is_seeded_and_matches_its_saved_folder(tmp_path):
     from vlm2.plugins.diffusion.builders import FrozenTextEncoder
