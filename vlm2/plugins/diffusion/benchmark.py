@@ -41,6 +41,8 @@ from vlm2.utils import set_link_lr_mult  # noqa: E402
 
 RECIPE = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
                   'visionllmv2_tiny_shapes_gen.py')
+#: The default data set: generate_shapes_world arguments of the one-shape ShapesWorld.
+ONE_SHAPE_WORLD = dict(seed=0, num_train=4000, num_val=100, max_shapes=1)
 
 
 def one_shape_subsets(data_root: str, out_dir: str) -> dict:
@@ -63,9 +65,6 @@ def one_shape_subsets(data_root: str, out_dir: str) -> dict:
                 f.writelines(json.dumps(r) + '\n' for r in rows)
             out[f'{name}_{split}'] = dict(path=path, num=len(rows))
     return out
-
-
-ONE_SHAPE_WORLD = dict(seed=0, num_train=4000, num_val=100, max_shapes=1)
 
 
 def ensure_one_shape_world(data_root: str) -> None:
