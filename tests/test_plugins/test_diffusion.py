@@ -179,6 +179,43 @@ def test_denoising_loss_trains_the_unet_from_a_condition_given_directly():
         dec.denoising_loss(cond[:1], [sample])
 
 
+@pytest.mark.parametrize('noise', [NOISE, V_NOISE], ids=['epsilon', 'v_prediction'])
+def test_min_snr_weights_each_samples_loss_by_its_noise_level(noise):
+    dec = build(noise=noise).super_link.decoders['gen']
+    dec.cond_dropout, dec.snr_gamma = 0.0, 5.0
+    a = dec.scheduler.alphas_cumprod
+    steps = torch.tensor([0, 30, 60, 99])
+    snr = a[steps] / (1 - a[steps])
+    denom = snr + 1 if noise is V_NOISE else snr
+    expected = torch.minimum(snr, torch.tensor(5.0)) / denom
+    assert torch.allclose(dec.snr_weights(steps), expected.float(), rtol=1e-4)
+    assert dec.snr_weights(steps).max() <= 1.0 + 1e-6  # clipped where the SNR exceeds γ
+    seen = []
+    dec.unet.register_forward_hook(
+        lambda m, args, kwargs, out: seen.append((args[0], args[1], out.sample)),
+        with_kwargs=True)
+    samples = [gen_sample(0), gen_sample(1), gen_sample(2)]
+    cond = torch.randn(3, 77, dec.unet.config.cross_attention_dim)
+    torch.manual_seed(1)
+    loss = dec.denoising_loss(cond, samples)
+    (noisy, t, pred), = seen
+    x0 = dec.encode(torch.stack([s.target_image for s in samples]))
+    alpha, sigma = a[t].sqrt()[:, None, None, None], (1 - a[t]).sqrt()[:, None, None, None]
+    eps = (noisy - alpha * x0) / sigma  # the noise drawn, recovered from the noisy input
+    goal = alpha * eps - sigma * x0 if noise is V_NOISE else eps
+    per_sample = ((pred - goal) ** 2).mean((1, 2, 3))
+    assert torch.allclose(loss, (per_sample * dec.snr_weights(t)).mean(), rtol=1e-3)
+    assert not torch.allclose(loss, per_sample.mean(), rtol=1e-3)
+
+
+def test_snr_gamma_must_be_positive_naming_the_key():
+    from vlm2.plugins.diffusion import TextToImageDecoder
+    with pytest.raises(ValueError, match=r'gen\.snr_gamma must be > 0'):
+        TextToImageDecoder(32, unet=tiny_unet(12, 12), scheduler=NOISE, pixel_patch=2,
+                           image_size=SIZE, conditioner=dict(num_heads=2), snr_gamma=0.0,
+                           key='model.super_link.decoders.gen')
+
+
 def test_noise_repeats_below_one_fail_naming_the_key():
     from vlm2.plugins.diffusion import TextToImageDecoder
     with pytest.raises(ValueError, match=r'gen\.noise_repeats must be ≥ 1, got 0'):

@@ -27,6 +27,7 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.model import ExponentialMovingAverage  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
@@ -55,6 +56,10 @@ def main() -> None:
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument('--lr', type=float, default=None,
                         help="AdamW learning rate (default: the recipe's optimizer lr)")
+    parser.add_argument('--ema-momentum', type=float, default=None,
+                        help="sample from an exponential moving average of the UNet's weights "
+                             "(MMEngine's ExponentialMovingAverage, as EMAHook keeps it; e.g. "
+                             "0.01 averages over about the last 100 steps)")
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
     args = parser.parse_args()
@@ -79,6 +84,9 @@ def main() -> None:
         val_cond = dec.text_encoder([s.caption for s in val])
     params = list(dec.unet.parameters()) + [dec.conditioner.null]
     opt = torch.optim.AdamW(params, lr=args.lr or cfg.optim_wrapper.optimizer.lr)
+    ema = None
+    if args.ema_momentum:
+        ema = ExponentialMovingAverage(dec.unet, momentum=args.ema_momentum)
     gen = torch.Generator().manual_seed(args.seed)
     start, it, losses = time.time(), 0, []
     bar = tqdm(desc='train (fixed condition)', unit='it')
@@ -88,12 +96,16 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.update_parameters(dec.unet)
         it += 1
         losses.append(loss.item())
         bar.update()
         bar.set_postfix(loss=f'{np.mean(losses[-50:]):.4f}')
     bar.close()
     train_min = (time.time() - start) / 60
+    if ema is not None:
+        dec.unet = ema.module
     dec.eval()
     chunk = 17
     with torch.no_grad():
@@ -107,6 +119,7 @@ def main() -> None:
     grid = make_grid(torch.from_numpy(images[:24]).permute(0, 3, 1, 2), nrow=6, padding=0)
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(osp.join(args.work_dir, 'grid.png'))
     result = dict(command=' '.join(sys.argv), iterations=it, batch_size=args.batch_size,
+                  ema_momentum=args.ema_momentum,
                   noise_repeats=dec.noise_repeats, train_minutes=train_min,
                   final_loss=float(np.mean(losses[-50:])), test_cfg=dec.test_cfg,
                   metrics={k: float(v) for k, v in scores.items()})
