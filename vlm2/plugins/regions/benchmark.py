@@ -31,7 +31,7 @@ CONFIG = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
 
 
 def benchmark_config(args) -> Config:
-    cfg = Config(reroot(Config.fromfile(CONFIG).to_dict(), args.data_root))
+    cfg = Config(reroot(Config.fromfile(args.config).to_dict(), args.data_root))
     cfg.model.test_cfg.routing = 'generate'
     # the region tasks only: recognition and interactive segmentation, first N per kind
     val = [d for d in cfg.val_dataloader.dataset.datasets
@@ -55,6 +55,8 @@ def benchmark_config(args) -> Config:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--config', default=CONFIG,
+                        help='the recipe, or a child config of it (e.g. another vision tower)')
     parser.add_argument('--data-root', default='data/shapes_world/')
     parser.add_argument('--work-dir', default='work_dirs/regions_benchmark')
     parser.add_argument('--budget-min', type=float, default=20.0,
