@@ -143,3 +143,39 @@ def test_semantic_similarity_with_the_packaged_minilm():
                      dict(task='region', pred_text='a dog', gt_answers=['a spreadsheet'])])
     out = rec.compute_metrics(rec.results)
     assert 0 < out['semantic_similarity'] < 1
+
+
+# ---- the benchmark's pretrained tower ---------------------------------------------------------
+def test_benchmark_recipe_names_the_checkpoint_its_tower_config_writes():
+    from mmengine.config import Config
+    from vlm2.plugins.regions import benchmark
+    tower = Config.fromfile(benchmark.TOWER_CONFIG)
+    name = benchmark.TOWER_CONFIG.rsplit('/', 1)[1][:-len('.py')]
+    recipe = Config.fromfile(benchmark.CONFIG)
+    assert recipe.model.vision_tower.init_cfg.checkpoint == \
+        f'work_dirs/{name}/iter_{tower.train_cfg.max_iters}.pth'
+    assert tower.default_hooks.checkpoint.interval == tower.train_cfg.max_iters
+
+
+def test_benchmark_pretrains_its_tower_only_when_missing(tmp_path, monkeypatch):
+    from mmengine.config import Config
+    from vlm2.plugins.regions import benchmark
+    calls = []
+    monkeypatch.setattr(benchmark.subprocess, 'run', lambda cmd, check: calls.append(cmd))
+    ckpt = tmp_path / 'tower' / 'iter_800.pth'
+    cfg = Config(dict(model=dict(vision_tower=dict(init_cfg=dict(type='Pretrained',
+                                                                 checkpoint=str(ckpt))))))
+    assert benchmark.ensure_tower(cfg, 'data/sw') is not None
+    (cmd,) = calls
+    assert cmd[2:5] == [benchmark.TOWER_CONFIG, '--work-dir', str(tmp_path / 'tower')]
+    assert cmd[-2].startswith('train_dataloader.dataset.data_root=')
+    assert cmd[-2].endswith('data/sw/') and cmd[-1].endswith('data/sw/')
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b'')
+    assert benchmark.ensure_tower(cfg, 'data/sw') is None  # there: nothing to do
+    cfg.model.vision_tower.init_cfg = None
+    assert benchmark.ensure_tower(cfg, 'data/sw') is None  # no pretrained tower named
+    cfg.model.vision_tower.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'x.pth'))
+    with pytest.raises(ValueError, match=r'init_cfg\.checkpoint: .*x\.pth is missing'):
+        benchmark.ensure_tower(cfg, 'data/sw')
+    assert len(calls) == 1
