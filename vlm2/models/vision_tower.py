@@ -141,9 +141,10 @@ class VisionTower(BaseModule):
         if not osp.isfile(path):
             raise FileNotFoundError(
                 f'model.vision_tower.init_cfg.checkpoint: {path} does not exist. Train it '
-                'first (the tiny recipe: python tools/train.py '
-                'configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py, which make demo '
-                'runs), or set model.vision_tower.init_cfg=None')
+                'first with the tower-pretraining config that writes it (tools/train.py '
+                'configs/visionllmv2/visionllmv2_tiny_tower_pretrain*.py --work-dir '
+                '<its folder>; make demo trains the demo\'s), or set '
+                'model.vision_tower.init_cfg=None')
         state = _load_checkpoint_with_prefix(prefix, path, map_location='cpu')
         try:
             self.load_state_dict(state, strict=True)
