@@ -110,3 +110,101 @@ def test_mllm_tower_loads_the_pretrained_checkpoint_strictly(tmp_path):
     wide['config']['hidden_size'] = 48
     with pytest.raises(RuntimeError, match='does not fit this tower'):
         MODELS.build(wide).init_weights()
+
+
+# ---- word alignment: the tower, projector and word embeddings of a whole MLLM -------------
+LABEL_NAMES = dict(category_id=['background', 'circle', 'square'],
+                   color=['background', 'red', 'blue', 'cat'])  # any word of the vocabulary
+
+
+def build_word_pretrainer(**kwargs):
+    init_default_scope('vlm2')
+    torch.manual_seed(0)
+    return MODELS.build(dict(type='TowerPretrainer', mllm=copy.deepcopy(TINY_MODEL),
+                             num_classes=dict(category_id=3, color=4), **kwargs))
+
+
+def word_batch(n=2):
+    data = batch(n)
+    for s in data['data_samples']:
+        s.set_metainfo(dict(label_names=LABEL_NAMES))
+    return data
+
+
+def test_word_targets_sum_the_embeddings_of_each_tokens_labels():
+    model = build_word_pretrainer()
+    s = word_batch(1)['data_samples'][0]  # top-left 16x16 px: circle (1), 'cat' (3)
+    labels = model._token_labels([s])     # one label per image token and attribute
+    g = model.vision_tower.grid_size // model.vision_tower.pixel_shuffle
+    assert labels.shape == (2, 1, g * g)
+    target = model._word_targets([s], labels)[0]
+    emb = model.llm.get_input_embeddings().weight
+    ids = model.tokenizer.convert_tokens_to_ids
+    first = emb[ids('circle')] + emb[ids('cat')]
+    covered = labels[0, 0] > 0
+    assert covered.any() and not covered.all()
+    torch.testing.assert_close(target[covered.nonzero()[0, 0]], first)
+    assert target[~covered].abs().sum() == 0  # background adds no word
+
+
+def test_word_alignment_trains_tower_and_projector_not_the_llm():
+    model = build_word_pretrainer()
+    data = model.data_preprocessor(word_batch(), True)
+    losses = model(**data, mode='loss')
+    assert set(losses) == {'loss_category_id', 'loss_color', 'loss_words'}
+    losses['loss_words'].backward()
+    assert model.projector[0].weight.grad.abs().sum() > 0
+    stem = model.vision_tower.model.embeddings.patch_embedding.weight
+    assert stem.grad is not None and stem.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in model.llm.parameters())
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    first = None
+    for _ in range(40):
+        opt.zero_grad()
+        loss = model(**data, mode='loss')['loss_words']
+        first = first if first is not None else loss.item()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1 * first
+    out = model(**data, mode='predict')
+    # the trained tokens name their labels' words again
+    fg = out[0].gt_token_labels > 0
+    assert torch.equal(out[0].pred_token_labels[fg], out[0].gt_token_labels[fg])
+    from vlm2.evaluation import PatchAccuracy
+    metric = PatchAccuracy()
+    metric.process({}, [s.to_dict() for s in out])
+    scores = metric.compute_metrics(metric.results)
+    assert scores['category_id_word_fg_acc'] == scores['color_word_fg_acc'] == 1.0
+    assert set(scores) == {'category_id_fg_acc', 'color_fg_acc', 'category_id_word_fg_acc',
+                           'color_word_fg_acc'}
+
+
+def test_mllm_loads_tower_projector_and_words_from_the_word_checkpoint(tmp_path):
+    pre = build_word_pretrainer()
+    path = str(tmp_path / 'words.pth')
+    torch.save(dict(state_dict=pre.state_dict()), path)
+    torch.manual_seed(1)
+    mllm = MODELS.build(dict(copy.deepcopy(TINY_MODEL),
+                             init_cfg=dict(type='Pretrained', checkpoint=path)))
+    assert not torch.equal(mllm.projector[0].weight, pre.projector[0].weight)
+    mllm.init_weights()
+    for name in ('vision_tower', 'projector', 'llm'):
+        for k, v in getattr(pre, name).state_dict().items():
+            assert torch.equal(getattr(mllm, name).state_dict()[k], v), f'{name}.{k}'
+
+
+def test_word_alignment_errors_name_what_is_missing():
+    with pytest.raises(ValueError, match='exactly one of model.vision_tower'):
+        MODELS.build(dict(type='TowerPretrainer', vision_tower=copy.deepcopy(TOWER),
+                          mllm=copy.deepcopy(TINY_MODEL), num_classes=dict(color=4)))
+    with pytest.raises(ValueError, match='exactly one of model.vision_tower'):
+        MODELS.build(dict(type='TowerPretrainer', num_classes=dict(color=4)))
+    model = build_word_pretrainer()
+    data = model.data_preprocessor(word_batch(), True)
+    data['data_samples'][1].set_metainfo(dict(label_names=dict(
+        LABEL_NAMES, color=['background', 'red', 'teal', 'cat'])))
+    with pytest.raises(ValueError, match="label_names.color: 'teal' is not in the tokenizer"):
+        model(**data, mode='loss')
+    data = model.data_preprocessor(batch(), True)  # no label_names
+    with pytest.raises(ValueError, match='0: model.mllm aligns image tokens'):
+        model(**data, mode='loss')
