@@ -67,8 +67,7 @@ class InstanceAttributeDataset(BaseDataset):
             infos.append(dict(img_path=osp.join(self.data_prefix.get('img_path', ''),
                                                 image['file_name']),
                               sample_id=image_id, height=image['height'], width=image['width'],
-                              instances=instances, attributes=tuple(values),
-                              label_names=self.label_names))
+                              instances=instances, attributes=tuple(values)))
         self.skipped = dict(crowd=crowd, degenerate=degenerate)
         if crowd or degenerate:
             print_log(f'{self.ann_file}: skipped {crowd} crowd and {degenerate} degenerate '

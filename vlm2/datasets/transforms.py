@@ -184,8 +184,7 @@ class PackInstanceLabelMaps(BaseTransform):
     ``max_tiles=1`` makes it) and ``instances`` of :class:`InstanceAttributeDataset`; paints
     each instance's labels over its mask, in annotation order (later instances on top), then
     resizes the maps to the tile with nearest neighbours. The sample's
-    ``gt_label_maps`` is (attributes, S, S) int64, 0 where no instance is; its metainfo
-    carries the data set's ``label_names`` (attribute → names in label order).
+    ``gt_label_maps`` is (attributes, S, S) int64, 0 where no instance is.
     """
 
     def transform(self, results: dict) -> dict:
@@ -206,8 +205,7 @@ class PackInstanceLabelMaps(BaseTransform):
                          for m in maps]).astype(np.int64)
         sample = BaseDataElement(metainfo=dict(sample_id=results.get('sample_id'),
                                                img_path=results.get('img_path'),
-                                               attributes=tuple(attributes),
-                                               label_names=results.get('label_names')))
+                                               attributes=tuple(attributes)))
         sample.gt_label_maps = torch.from_numpy(maps)
         return dict(inputs=torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous(),
                     data_samples=sample)
