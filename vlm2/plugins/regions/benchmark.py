@@ -105,7 +105,7 @@ def main() -> None:
                              'in WORK_DIR/benchmark.json "evals"')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override keys of the recipe, as tools/train.py, e.g. '
-                             'train_dataloader.dataset.ratios="[0.1,0.2,0.3,0.4]"')
+                             'train_dataloader.dataset.ratios="[0.1,0.2,0.5,0.2]"')
     args = parser.parse_args()
     if args.budget_min > 20:
         parser.error('--budget-min: the budget is at most 20 minutes')
