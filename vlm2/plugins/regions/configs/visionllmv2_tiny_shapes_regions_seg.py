@@ -18,10 +18,10 @@ custom_imports = dict(
 # The tower starts from 800 iterations of dense pretraining on ShapesWorld instances (each
 # patch's shape and colour; benchmark.py trains it when missing), as the paper's starts from
 # a pretrained CLIP: region recognition reads the object's kind from the tower's features in
-# the region. 20-minute benchmark (README), recognition with the earlier ratios 0.1/0.2/0.3/0.4:
-# 0.864 / 0.747 (seeds 0 / 1; 1,299 / 2,161 iterations; 0.636 at seed 0 on a machine that made
-# 950), against 0.476 / 0.493 with the tower trained from scratch inside the recipe; the
-# demo's 300-iteration tower gave 0.556.
+# the region. 20-minute benchmark (README), recognition with the earlier ratios
+# 0.1/0.2/0.3/0.4: 0.864 / 0.747 (seeds 0 / 1; 1,299 / 2,161 iterations; 0.636 at seed 0 on a
+# machine that made 950), against 0.476 / 0.493 with the tower trained from scratch inside
+# the recipe; the demo's 300-iteration tower gave 0.556.
 model = dict(vision_tower=dict(init_cfg=dict(
                  _delete_=True, type='Pretrained',
                  checkpoint='work_dirs/visionllmv2_tiny_tower_pretrain_800it/iter_800.pth')),
@@ -76,8 +76,8 @@ interactive_kinds = ('point', 'scribble', 'box', 'mask')
 recognition_kinds = ('point', 'box', 'mask')
 # Half the batches are region recognition. With 0.1/0.2/0.3/0.4 recognition depended on how
 # many iterations the machine made in 20 minutes (0.636 at 950, 0.864 at 1,299); with these
-# ratios it was 0.956 / 0.938 (seeds 0 / 1; 1,319 / 1,166 iterations) and 0.773 at 661, and
-# interactive mIoU 0.403 / 0.364, the level it had before (README).
+# ratios it was 0.956 / 0.938 (seeds 0 / 1; 1,319 / 1,166 iterations) and 0.773 at 661;
+# interactive mIoU 0.403 / 0.364 (before: 0.393 / 0.420 at 1,299 / 2,161 iterations; README).
 train_dataloader = dict(dataset=dict(
     datasets=[_base_.vqa_train, _base_.train_dataloader.dataset.datasets[2],
               recognition('train'), interactive('train')],
