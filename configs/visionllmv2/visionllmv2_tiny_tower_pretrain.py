@@ -1,8 +1,9 @@
-# Dense pretraining of the tiny recipe's vision tower on ShapesWorld instances; `make demo` runs
-# it before the MLLM and visionllmv2_tiny_shapes.py starts from its checkpoint. Each 8-px patch
-# learns the shape and the colour of the instance covering it (TowerPretrainer). The paper's
-# towers come pretrained; trained from scratch by the LM loss alone, the tiny tower left colour
-# answers at chance at seed 1 (README, quick start: "A pretrained tower made the demo read colour").
+# Dense pretraining of the tiny recipe's vision tower on ShapesWorld instances, the stand-in for
+# the paper's pretrained CLIP; `make demo` runs it once before the MLLM, and the demo
+# (visionllmv2_tiny_shapes.py) and the visual-prompt recipe start from its checkpoint. Each 8-px
+# patch learns the shape and the colour of the instance covering it (TowerPretrainer). Held-out
+# foreground patches: shape 0.936 / colour 0.990 after 800 iterations, 0.562 / 0.984 after 300;
+# only the 800-iteration tower let the LLM read which shapes are in the image (README).
 _base_ = [
     '../_base_/models/visionllmv2_tiny.py',
     '../_base_/schedules/iter_tiny.py',
@@ -36,7 +37,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='PatchAccuracy')
 test_evaluator = val_evaluator
 
-max_iters = 300  # visionllmv2_tiny_shapes.py names iter_300.pth: change both together
+max_iters = 800  # the recipes that start from it name iter_800.pth: change them together
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=15),

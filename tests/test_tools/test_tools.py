@@ -215,6 +215,19 @@ def test_tower_pretraining_then_the_mllm_starts_from_its_tower(shapes, tmp_path)
 
 
 @pytest.mark.slow
+def test_make_tower_writes_the_checkpoint_the_demo_starts_from():
+    """`make tower` trains the Makefile's TOWER_CONFIG into the folder of the demo's checkpoint:
+    it must write that file name, or `make demo` would stop on a missing tower."""
+    with open(os.path.join(ROOT, 'Makefile')) as f:
+        make = dict(line.split(' := ') for line in f.read().splitlines() if ' := ' in line)
+    tower = Config.fromfile(os.path.join(ROOT, make['TOWER_CONFIG']))
+    demo = Config.fromfile(os.path.join(ROOT, make['CONFIG'])).model.vision_tower
+    written = f'iter_{tower.train_cfg.max_iters}.pth'
+    assert os.path.basename(demo.init_cfg.checkpoint) == written
+    assert tower.default_hooks.checkpoint.interval == tower.train_cfg.max_iters
+    assert demo.frozen  # the pretrained tower stays frozen, as the paper's CLIP
+
+
 def test_two_process_ddp_on_cpu_logs_the_same_loss_on_both_ranks(shapes, tmp_path):
     work = str(tmp_path / 'ddp')
     tool('train.py', TEST_CFG, '--work-dir', work, '--cfg-options', 'train_cfg.max_iters=3',

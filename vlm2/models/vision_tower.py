@@ -142,8 +142,8 @@ class VisionTower(BaseModule):
             raise FileNotFoundError(
                 f'model.vision_tower.init_cfg.checkpoint: {path} does not exist. Train it '
                 'first with the tower-pretraining config that writes it (tools/train.py '
-                'configs/visionllmv2/visionllmv2_tiny_tower_pretrain*.py --work-dir '
-                '<its folder>; make demo trains the demo\'s), or set '
+                'configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py --work-dir '
+                '<its folder>, as make demo does), or set '
                 'model.vision_tower.init_cfg=None')
         state = _load_checkpoint_with_prefix(prefix, path, map_location='cpu')
         try:

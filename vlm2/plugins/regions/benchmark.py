@@ -7,7 +7,7 @@ budget, then scored on held-out regions:
 - region recognition ("What is in region1?"): accuracy per prompt kind (point, box, mask).
 
 The recipe's vision tower starts from dense pretraining on ShapesWorld instances
-(``configs/visionllmv2/visionllmv2_tiny_tower_pretrain_800it.py``), a stage of its own as the
+(``configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py``), a stage of its own as the
 paper's pretrained CLIP is: when its checkpoint is missing, the benchmark first trains it with
 ``tools/train.py`` on ``--data-root`` and reports that time apart (``tower_pretrain_s``).
 Replies are generated (``routing='generate'``): the model itself has to write
@@ -36,8 +36,7 @@ from vlm2.utils import reroot
 CONFIG = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
                   'visionllmv2_tiny_shapes_regions_seg.py')
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-TOWER_CONFIG = osp.join(ROOT, 'configs', 'visionllmv2',
-                        'visionllmv2_tiny_tower_pretrain_800it.py')
+TOWER_CONFIG = osp.join(ROOT, 'configs', 'visionllmv2', 'visionllmv2_tiny_tower_pretrain.py')
 
 
 def ensure_tower(cfg: Config, data_root: str) -> Optional[float]:

@@ -23,7 +23,7 @@ custom_imports = dict(
 # from scratch inside the recipe; the demo's 300-iteration tower gave 0.556.
 model = dict(vision_tower=dict(init_cfg=dict(
                  _delete_=True, type='Pretrained',
-                 checkpoint='work_dirs/visionllmv2_tiny_tower_pretrain_800it/iter_800.pth')),
+                 checkpoint='work_dirs/visionllmv2_tiny_tower_pretrain/iter_800.pth')),
              region_encoder=dict(num_levels=3, max_points=2304),
              region_phrase_loss=dict(weight=1.0, temperature=0.1))
 # The LLM at the decoder's rate rather than the perception recipe's tenth of it: here it has
