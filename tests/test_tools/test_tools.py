@@ -228,6 +228,16 @@ def test_make_tower_writes_the_checkpoint_the_demo_starts_from():
     assert demo.frozen  # the pretrained tower stays frozen, as the paper's CLIP
 
 
+@pytest.mark.parametrize('recipe', sorted(
+    glob.glob(os.path.join(ROOT, '**', 'configs', '**', '*tiny_shapes*.py'), recursive=True)))
+def test_no_tiny_recipe_freezes_a_tower_it_does_not_load(recipe):
+    """The demo freezes its pretrained tower; a recipe that inherits it and drops the
+    checkpoint (init_cfg=None) must also unfreeze, or its tower stays random."""
+    tower = Config.fromfile(recipe).model.vision_tower
+    loads = (tower.get('init_cfg') or {}).get('checkpoint') or tower.get('pretrained')
+    assert loads or not tower.get('frozen', True), recipe
+
+
 def test_two_process_ddp_on_cpu_logs_the_same_loss_on_both_ranks(shapes, tmp_path):
     work = str(tmp_path / 'ddp')
     tool('train.py', TEST_CFG, '--work-dir', work, '--cfg-options', 'train_cfg.max_iters=3',

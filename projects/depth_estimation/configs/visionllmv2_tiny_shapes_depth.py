@@ -4,10 +4,11 @@ _base_ = ['../../../configs/visionllmv2/visionllmv2_tiny_shapes.py']
 custom_imports = dict(imports=['vlm2.plugins.chat', 'projects.depth_estimation'],
                       allow_failed_imports=False)
 
-# Measured (README) with the tower trained from scratch inside the recipe; the demo's
-# pretrained tower (configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py) is not used here.
+# Measured (README) with the tower trained from scratch inside the recipe (so not frozen);
+# the demo's pretrained tower (configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py) is not
+# used here.
 model = dict(
-    vision_tower=dict(init_cfg=None),
+    vision_tower=dict(init_cfg=None, frozen=False),
     tokenizer=dict(extra_words=['estimate', 'depth', 'map', 'predict', 'scene', 'pixel']),
     super_link=dict(decoders=dict(depth=dict(type='DepthDecoder', num_queries=4,
                                              image_size=128, max_depth=10.0))))

@@ -49,9 +49,10 @@ decoder = dict(scheduler=noise, sampler='DDIMScheduler', vae=None, pixel_patch=p
                image_size=gen_size, conditioner=dict(num_tokens=77, num_heads=4),
                text_encoder=text_encoder, align_weight=1.0, teacher_prob=0.5,
                noise_repeats=4)
-# Measured (README) with the tower trained from scratch inside the recipe; the demo's
-# pretrained tower (configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py) is not used here.
-model = dict(vision_tower=dict(init_cfg=None), super_link=dict(decoders=dict(
+# Measured (README) with the tower trained from scratch inside the recipe (so not frozen);
+# the demo's pretrained tower (configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py) is not
+# used here.
+model = dict(vision_tower=dict(init_cfg=None, frozen=False), super_link=dict(decoders=dict(
     gen=dict(type='TextToImageDecoder', unet=dict(config=unet), cond_dropout=0.1,
              test_cfg=dict(num_steps=20, guidance_scale=3.0, seed=0), **decoder),
     edit=dict(type='ImageEditDecoder', unet=dict(config=dict(unet, in_channels=2 * latent)),

@@ -67,9 +67,10 @@ perception = dict(
                     group_cfg=dict(dynamic=True, num_groups=None, num_dn_queries=30)),
         train_cfg=_base_.matching,
         test_cfg=dict(max_per_img=100)))
-# Measured (README) with the tower trained from scratch inside the recipe; the demo's
-# pretrained tower (configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py) is not used here.
-model = dict(vision_tower=dict(init_cfg=None),
+# Measured (README) with the tower trained from scratch inside the recipe (so not frozen);
+# the demo's pretrained tower (configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py) is not
+# used here.
+model = dict(vision_tower=dict(init_cfg=None, frozen=False),
              super_link=dict(decoders=dict(perception=perception)))
 
 # The decoder at the plain DINO's 2e-4 and the link (LLM, query table) at a tenth of that, the

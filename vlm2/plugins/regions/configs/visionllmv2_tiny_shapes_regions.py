@@ -4,9 +4,10 @@ _base_ = ['../../../../configs/visionllmv2/visionllmv2_tiny_shapes.py']
 custom_imports = dict(imports=['vlm2.plugins.chat', 'vlm2.plugins.regions'],
                       allow_failed_imports=False)
 
-# Measured (README) with the tower trained from scratch inside the recipe; the demo's
-# pretrained tower (configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py) is not used here.
-model = dict(vision_tower=dict(init_cfg=None),
+# Measured (README) with the tower trained from scratch inside the recipe (so not frozen);
+# the demo's pretrained tower (configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py) is not
+# used here.
+model = dict(vision_tower=dict(init_cfg=None, frozen=False),
              region_encoder=dict(num_levels=3, max_points=2304))
 
 data_root = 'data/shapes_world/'

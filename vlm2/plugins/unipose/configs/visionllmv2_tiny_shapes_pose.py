@@ -19,10 +19,11 @@ pose_decoder = dict(
                      num_box_layers=1, num_keypoint_layers=1, num_instances=10),
     image_scale=128,
     max_per_img=10)
-# Measured (README) with the tower trained from scratch inside the recipe; the demo's
-# pretrained tower (configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py) is not used here.
+# Measured (README) with the tower trained from scratch inside the recipe (so not frozen);
+# the demo's pretrained tower (configs/visionllmv2/visionllmv2_tiny_tower_pretrain.py) is not
+# used here.
 model = dict(
-    vision_tower=dict(init_cfg=None),
+    vision_tower=dict(init_cfg=None, frozen=False),
     tokenizer=dict(extra_words=['keypoints']),
     # a pose reply lists up to 5 class and 22 keypoint phrases with their queries
     test_cfg=dict(max_new_tokens=320),
