@@ -102,3 +102,72 @@ def test_region_count_must_match_the_tokens(region_model):
     m[2:10, 2:10] = 1
     with pytest.raises(ValueError, match='1 region mask.*2 <region> token'):
         region_model(**batch(region_model, [region_sample([m])], image=True), mode='loss')
+
+
+# ---- region_queries: a named region's embedding on its phrase's queries ----------------------
+def region_toy_model(region_queries=True):
+    from conftest import build_toy_model
+    return build_toy_model(region_encoder=dict(num_levels=2), region_queries=region_queries)
+
+
+def two_region_sample(answer):
+    m1, m2 = np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8)
+    m1[2:10, 2:10] = 1
+    m2[20:30, 15:31] = 1
+    s = sample('<image>\nhow many <reg>cat<region></reg> <reg>dog<region></reg>', answer,
+               toy_target=[0.5, 1.0])
+    s.region_masks = torch.as_tensor(np.stack([m1, m2]))
+    return s
+
+
+def test_region_queries_add_the_named_region_to_its_phrase_queries():
+    """'dog[TOY]' names the second region: its queries get that region's embedding; 'red[TOY]'
+    names none and keeps the bare query table."""
+    torch.manual_seed(0)
+    data = batch(region_toy_model(), [two_region_sample('dog[TOY] red[TOY]')], image=True)
+    model_off = region_toy_model(region_queries=False)
+    model_on = region_toy_model()
+    model_on.load_state_dict(model_off.state_dict())
+    model_on.eval(), model_off.eval()
+    with torch.no_grad():
+        b, on = model_on.embed(data['inputs'], data['data_samples'], False)
+        _, off = model_off.embed(data['inputs'], data['data_samples'], False)
+    ids = b['input_ids'][0]
+    regions = b['region_embeds']
+    toy = model_on.encoder.routing_ids['[TOY]']
+    first, second = (ids == toy).nonzero().flatten().tolist()
+    changed = (on - off)[0].abs().sum(-1) > 0
+    assert changed.nonzero().flatten().tolist() == list(range(first + 1, first + 4))
+    torch.testing.assert_close(on[0, first + 1:first + 4], off[0, first + 1:first + 4] + regions[1])
+    assert not changed[second + 1:second + 4].any()
+
+
+def test_region_queries_in_generation_match_a_teacher_forced_pass():
+    """Generating 'dog[TOY]' pulls in the queries plus the dog region's embedding, exactly as
+    the teacher-forced pass of the same reply gives them to the decoder."""
+    from test_generation import scripted
+    model = region_toy_model()
+    model.eval()
+    decoder = model.super_link.decoders['toy']
+    asked = two_region_sample('')
+    asked.conversation = asked.conversation[:1]
+    with torch.no_grad():
+        torch.manual_seed(1)
+        out = model.predict(**batch(model, [asked], image=True),
+                            logits_processor=scripted(model, [['dog', '[TOY]', '</s>']]))
+        generated = decoder.seen[-1]
+        model.test_cfg['routing'] = 'forced'
+        torch.manual_seed(1)
+        model.predict(**batch(model, [two_region_sample('dog[TOY]')], image=True))
+        forced = decoder.seen[-1]
+        model.region_queries = False
+        model.predict(**batch(model, [two_region_sample('dog[TOY]')], image=True))
+        without = decoder.seen[-1]
+    assert out[0].pred_text == 'dog [TOY]' and out[0].toy_names == ['dog']
+    torch.testing.assert_close(generated[0], forced[0], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(forced[0], without[0], atol=1e-3)
+
+
+def test_region_queries_need_a_region_encoder():
+    with pytest.raises(ValueError, match='region_queries needs a model.region_encoder'):
+        MODELS.build(tiny_model_cfg(region_queries=True))

@@ -494,8 +494,7 @@ def test_region_phrase_loss_pairs_each_answer_phrase_with_its_own_region(fixture
     hidden = model._hidden(embeds, batch['attention_mask'])
     found, names = model._answer_phrases(batch, hidden)
     states, targets = model.region_phrase_loss.pairs(
-        batch['input_ids'], found, names, model.encoder.region_id,
-        model.tokenizer.convert_tokens_to_ids('<reg>'), model._decode)
+        found, names, model._named_regions(batch['input_ids']))
     expected = []
     for b, sample in enumerate(data['data_samples']):
         prompt = sample.conversation[0]['value']

@@ -22,7 +22,9 @@ def generate_with_super_link(body: nn.Module,
                              eos_ids: set[int],
                              pad_id: int,
                              logits_processor: Optional[Callable[[list[list[int]], Tensor],
-                                                                 Tensor]] = None
+                                                                 Tensor]] = None,
+                             query_bias: Optional[Callable[[int, list[int]],
+                                                           Optional[Tensor]]] = None
                              ) -> tuple[list[list[int]], list[Found]]:
     """Greedy decoding with a KV cache, for a left-padded batch.
 
@@ -30,7 +32,8 @@ def generate_with_super_link(body: nn.Module,
     next step, and the last hidden states at the query positions are kept for the decoder.
     Samples reach routing tokens at different steps: each step feeds a chunk of the same
     length to all samples, right-aligned, with the unused front masked out, so positions and
-    attention stay exactly those of a per-sample run.
+    attention stay exactly those of a per-sample run. ``query_bias(sample, its ids so far)``
+    may return a vector to add to the queries a routing token pulls in.
 
     Returns, per sample, the generated ids (no ``[EMB]``) and the phrases found as
     ``(routing token, query states, index of the token in the generated ids)``.
@@ -82,8 +85,11 @@ def generate_with_super_link(body: nn.Module,
                 chunk_mask[b, width - 1 - n:] = 0 if done[b] else 1
                 if n:
                     embeds[b, width - 1 - n] = embeds[b, -1]
-                    embeds[b, width - n:] = super_link.query_rows(nxt[b:b + 1])[0].to(
-                        embeds.dtype)
+                    queries = super_link.query_rows(nxt[b:b + 1])[0]
+                    bias = None if query_bias is None else query_bias(b, tokens[b])
+                    if bias is not None:
+                        queries = queries + bias
+                    embeds[b, width - n:] = queries.to(embeds.dtype)
         hidden = step(embeds, chunk_mask)
         for b in runs.nonzero().flatten().tolist():
             n = int(runs[b])

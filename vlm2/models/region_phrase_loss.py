@@ -1,5 +1,5 @@
 """An auxiliary loss that teaches a from-scratch LLM to carry a visual prompt to its answer."""
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,29 +37,16 @@ class RegionPhraseLoss(nn.Module):
         self.proj = nn.Linear(hidden_size, hidden_size)
 
     @staticmethod
-    def pairs(input_ids: Tensor, phrases: list[list[tuple[str, Tensor, int]]],
-              phrase_names: list[list[str]], region_id: int, open_id: int,
-              decode: Callable[[list[int]], str]) -> tuple[list[Tensor], list[int]]:
-        """The query states of each phrase that names a region, and that region's row.
-
-        A region's name is the text between ``<reg>`` and its ``<region>``, compared with the
-        phrase's name as ``decode``-d text. Regions are numbered in reading order over the
-        batch, the order in which :class:`VisionLLMv2` fills them in.
-        """
-        states, targets, row = [], [], 0
-        for ids, found, names in zip(input_ids.tolist(), phrases, phrase_names):
-            regions = {}
-            for p in (i for i, t in enumerate(ids) if t == region_id):
-                j = p - 1
-                while j >= 0 and ids[j] != open_id:
-                    j -= 1
-                if j >= 0:
-                    regions.setdefault(decode(ids[j + 1:p]).strip(), row)
-                row += 1
+    def pairs(phrases: list[list[tuple[str, Tensor, int]]], phrase_names: list[list[str]],
+              regions: list[dict[str, int]]) -> tuple[list[Tensor], list[int]]:
+        """The query states of each phrase that names a region, and that region's row
+        (``regions``: per sample, name → row, from :meth:`VisionLLMv2._named_regions`)."""
+        states, targets = [], []
+        for found, names, named in zip(phrases, phrase_names, regions):
             for (_, query_states, _), name in zip(found, names):
-                if name in regions:
+                if name in named:
                     states.append(query_states.mean(0))
-                    targets.append(regions[name])
+                    targets.append(named[name])
         return states, targets
 
     def forward(self, states: list[Tensor], regions: Tensor,

@@ -34,6 +34,11 @@ class VisionLLMv2(BaseModel):
             from the tower and the LLM); None for a model without visual prompts.
         region_phrase_loss: a :class:`RegionPhraseLoss` config (an auxiliary term for LLMs
             trained from scratch, not the paper's); None: off.
+        region_queries: add a region's embedding to the query inputs of an answer phrase that
+            names it (``region1[SEG]`` after ``<reg>region1<region></reg>``), in training and
+            as generation routes. Not the paper's, whose pretrained LLM carries the region to
+            the phrase by itself; the tiny one, built from scratch, did not learn to (regions
+            README), so its masks hardly depended on the prompt. False: off.
         super_link: ``dict(decoders=dict(name=decoder_cfg, ...))``.
         template / system: chat template name and system prompt (None: the template's).
         max_length: maximum tokens per sample.
@@ -51,6 +56,7 @@ class VisionLLMv2(BaseModel):
                  vision_tower: Optional[dict] = None,
                  region_encoder: Optional[dict] = None,
                  region_phrase_loss: Optional[dict] = None,
+                 region_queries: bool = False,
                  super_link: Optional[dict] = None,
                  template: str = 'vicuna',
                  system: Optional[str] = None,
@@ -95,6 +101,9 @@ class VisionLLMv2(BaseModel):
             self.region_phrase_loss = MODELS.build(
                 dict(type='RegionPhraseLoss', **region_phrase_loss),
                 default_args=dict(hidden_size=hidden))
+        if region_queries and self.region_encoder is None:
+            raise ValueError('model.region_queries needs a model.region_encoder')
+        self.region_queries = region_queries
         ids = self.tokenizer.convert_tokens_to_ids
         self.super_link.bind_token_ids(
             {t: ids(t) for t in [EMB_TOKEN] + self.super_link.routing_tokens})
@@ -179,7 +188,42 @@ class VisionLLMv2(BaseModel):
         elif self.training and self.vision_tower is not None:
             embeds = embeds + self._zero_term(self.vision_tower, self.projector,
                                               self.region_encoder)
-        return batch, self.super_link.embed_queries(ids, embeds)
+        embeds = self.super_link.embed_queries(ids, embeds)
+        if self.region_queries and batch.get('region_embeds') is not None and not for_generation:
+            embeds = embeds + self._region_query_inputs(batch, embeds)
+        return batch, embeds
+
+    def _named_regions(self, ids: Tensor) -> list[dict[str, int]]:
+        """Per sample, each region's name (the text between ``<reg>`` and its ``<region>``)
+        and its row among the batch's region embeddings (reading order over the batch, the
+        order in which :meth:`_merge_regions` fills them in)."""
+        region_id = self.encoder.region_id
+        open_id = self.tokenizer.convert_tokens_to_ids('<reg>')
+        named, row = [], 0
+        for row_ids in ids.tolist():
+            regions = {}
+            for p in (i for i, t in enumerate(row_ids) if t == region_id):
+                j = p - 1
+                while j >= 0 and row_ids[j] != open_id:
+                    j -= 1
+                if j >= 0:
+                    regions.setdefault(self._decode(row_ids[j + 1:p]), row)
+                row += 1
+            named.append(regions)
+        return named
+
+    def _region_query_inputs(self, batch: dict, embeds: Tensor) -> Tensor:
+        """What ``region_queries`` adds to the input embeddings of a teacher-forced batch:
+        each answer phrase that names a region gets that region's embedding on its queries."""
+        found, names = self._answer_phrases(batch, embeds)
+        regions = self._named_regions(batch['input_ids'])
+        add = torch.zeros_like(embeds)
+        for b, (phrases, phrase_names) in enumerate(zip(found, names)):
+            for (token, _, p), name in zip(phrases, phrase_names):
+                if name in regions[b]:
+                    n = self.super_link.num_queries_of(token)
+                    add[b, p + 1:p + 1 + n] = batch['region_embeds'][regions[b][name]]
+        return add
 
     @staticmethod
     def _zero_term(*modules) -> Tensor:
@@ -269,8 +313,7 @@ class VisionLLMv2(BaseModel):
         loss = None
         if batch.get('region_embeds') is not None:
             states, targets = self.region_phrase_loss.pairs(
-                batch['input_ids'], *self._answer_phrases(batch, hidden), self.encoder.region_id,
-                self.tokenizer.convert_tokens_to_ids('<reg>'), self._decode)
+                *self._answer_phrases(batch, hidden), self._named_regions(batch['input_ids']))
             loss = self.region_phrase_loss(states, batch['region_embeds'], targets)
         return loss if loss is not None else hidden.sum() * 0.0 + self._zero_term(
             self.region_phrase_loss)
@@ -294,13 +337,26 @@ class VisionLLMv2(BaseModel):
                 self._lm().get_decoder(), self._lm().get_output_embeddings(),
                 self._lm().get_input_embeddings(), self.super_link, embeds,
                 batch['attention_mask'], self.test_cfg['max_new_tokens'], eos,
-                self.encoder.pad_id, logits_processor)
+                self.encoder.pad_id, logits_processor, self._region_query_bias(batch))
             names = [self._phrase_names(a, [p for _, _, p in f]) for a, f in zip(answers, found)]
         for sample, ids, phrase_names in zip(data_samples, answers, names):
             sample.pred_text = self._decode(ids)
             sample.pred_phrases = phrase_names
         self.super_link.predict(self.super_link.route(found, names), data_samples)
         return data_samples
+
+    def _region_query_bias(self, batch: dict
+                           ) -> Optional[Callable[[int, list[int]], Optional[Tensor]]]:
+        """``region_queries`` in generation: the region embedding that the phrase just
+        generated by a sample names, to add to the queries it pulls in (None: none)."""
+        if not self.region_queries or batch.get('region_embeds') is None:
+            return None
+        regions = self._named_regions(batch['input_ids'])
+
+        def bias(b: int, tokens: list[int]) -> Optional[Tensor]:
+            row = regions[b].get(self._phrase_names(tokens, [len(tokens) - 1])[0])
+            return None if row is None else batch['region_embeds'][row]
+        return bias
 
     def parse_losses(self, losses: dict) -> tuple[Tensor, dict]:
         """MMEngine's sum of the losses; the logged values are averaged over ranks (as mmdet
