@@ -164,6 +164,38 @@ def test_conv_stem_replaces_the_patchify_conv_and_keeps_the_grid():
         VisionTower(model_class='CLIPVisionModel', conv_stem=[4, 8], config=config)
 
 
+def test_frozen_tower_feature_cache_runs_each_tile_once_and_returns_the_same_features():
+    from vlm2.models import VisionTower
+    config = dict(type='CLIPVisionConfig', hidden_size=16, intermediate_size=32,
+                  num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+    tower = VisionTower(model_class='CLIPVisionModel', config=config, feature_cache=3)
+    plain = VisionTower(model_class='CLIPVisionModel', config=config)
+    plain.load_state_dict(tower.state_dict())
+    runs = []
+    tower.model.register_forward_hook(lambda m, args, kw, out: runs.append(
+        kw['pixel_values'].shape[0]), with_kwargs=True)
+    x = torch.randn(5, 3, 32, 32)
+    tower(x[:2])
+    order = [1, 2, 0, 3, 4]  # two kept tiles, then three new ones of which one more is kept
+    out = tower.hidden_states(x[order])
+    assert runs == [2, 3] and len(tower._cache) == 3
+    for got, want in zip(out, plain.hidden_states(x[order])):
+        torch.testing.assert_close(got, want)
+    tower(x[[0, 1, 2]])
+    assert runs == [2, 3]  # all three kept: the tower did not run
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        tower(x[:1])
+    assert runs == [2, 3, 1]  # the same tile under autocast is another entry
+    tower.load_state_dict(plain.state_dict())  # new weights: what was kept is stale
+    assert len(tower._cache) == 0
+    # a tower that trains keeps nothing, so a recipe that unfreezes it need not unset it
+    trained = VisionTower(model_class='CLIPVisionModel', config=config, frozen=False,
+                          feature_cache=3)
+    assert trained.feature_cache == 0
+    trained(x[:2]).sum().backward()
+    assert len(trained._cache) == 0
+
+
 def _phrase_r2(llm: dict) -> float:
     """Share of the variance of the [TOY] phrase states that the phrase's word explains, over
     shuffled class lists, for the tiny recipe's model with ``llm`` (initialised, no image)."""

@@ -1,4 +1,5 @@
 """Any Hugging Face vision model as the image encoder of the MLLM."""
+import hashlib
 import os.path as osp
 from typing import Optional, Sequence
 
@@ -41,6 +42,15 @@ class VisionTower(BaseModule):
             conv to the tower's width, so ``log2(patch_size)`` widths give the same patch
             grid. For a tower trained from scratch, where a ViT's patchify stem learns
             shape slowly; ``None`` keeps the tower's own stem (pretrained towers).
+        feature_cache: a frozen tower's features depend only on its input tile, so it may
+            keep the hidden states of up to this many distinct tiles (keyed by a hash of
+            their pixels and the autocast state) and return them when a tile comes again.
+            A small data set trained for many epochs then pays the tower once per image
+            (the tiny demo: 2,000 images seen 12 times). The same features up to float
+            rounding (a tile's batch changes the kernels' blocking). Memory: tiles × layers
+            × patches × width floats. 0 (default) keeps nothing; a tower that trains keeps
+            nothing either (its features change every step), so a recipe that unfreezes
+            the tower need not unset it.
         init_cfg: ``dict(type='Pretrained', checkpoint=path, prefix='vision_tower.')``
             loads the tower from an MMEngine checkpoint when training starts (a
             :class:`TowerPretrainer` run, or a whole :class:`VisionLLMv2`).
@@ -54,6 +64,7 @@ class VisionTower(BaseModule):
                  pixel_shuffle: int = 1,
                  frozen: bool = True,
                  conv_stem: Optional[Sequence[int]] = None,
+                 feature_cache: int = 0,
                  torch_dtype: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -66,6 +77,13 @@ class VisionTower(BaseModule):
         self.select_layer = select_layer
         self.pixel_shuffle = pixel_shuffle
         self.frozen = frozen
+        self.feature_cache = int(feature_cache) if frozen else 0
+        if feature_cache and not frozen:
+            print_log(f'VisionTower: feature_cache={feature_cache} is off, the tower trains',
+                      logger='current')
+        self._cache: dict[bytes, tuple[Tensor, ...]] = {}
+        # new weights (init_cfg's checkpoint, a resumed run) make the kept features stale
+        self.register_load_state_dict_post_hook(lambda *_: self._cache.clear())
         cfg = self.model.config
         cfg = getattr(cfg, 'vision_config', cfg)
         self.image_size: int = cfg.image_size
@@ -182,6 +200,29 @@ class VisionTower(BaseModule):
 
     def hidden_states(self, pixel_values: Tensor) -> tuple[Tensor, ...]:
         """Every layer's patch features, (tiles, num_patches, hidden) each, CLS dropped."""
+        if not self.feature_cache:
+            return self._hidden_states(pixel_values)
+        keys = [self._cache_key(tile) for tile in pixel_values]
+        new = [i for i, k in enumerate(keys) if k not in self._cache]
+        fresh = {}
+        if new:
+            out = self._hidden_states(pixel_values[new])
+            for j, i in enumerate(new):
+                fresh[keys[i]] = tuple(h[j] for h in out)
+                if len(self._cache) < self.feature_cache:
+                    self._cache[keys[i]] = tuple(h[j].clone() for h in out)
+        feats = [fresh[k] if k in fresh else self._cache[k] for k in keys]
+        return tuple(torch.stack(layer) for layer in zip(*feats))
+
+    @staticmethod
+    def _cache_key(tile: Tensor) -> bytes:
+        dev = tile.device.type
+        meta = repr((tuple(tile.shape), tile.dtype, torch.is_autocast_enabled(dev),
+                     torch.get_autocast_dtype(dev))).encode()
+        data = tile.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        return hashlib.blake2b(meta + data, digest_size=16).digest()
+
+    def _hidden_states(self, pixel_values: Tensor) -> tuple[Tensor, ...]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             out = self.model(pixel_values=pixel_values.to(self.model.dtype),
                              output_hidden_states=True)
