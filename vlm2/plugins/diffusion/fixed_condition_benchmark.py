@@ -60,6 +60,10 @@ def main() -> None:
                         help="sample from an exponential moving average of the UNet's weights "
                              "(MMEngine's ExponentialMovingAverage, as EMAHook keeps it; e.g. "
                              "0.01 averages over about the last 100 steps)")
+    parser.add_argument('--guidance-scales', type=float, nargs='+', default=None,
+                        help="score the trained UNet at each of these text guidance scales "
+                             "(default: the recipe's test_cfg); the first one's images go "
+                             "to grid.png")
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
     args = parser.parse_args()
@@ -108,21 +112,27 @@ def main() -> None:
         dec.unet = ema.module
     dec.eval()
     chunk = 17
-    with torch.no_grad():
-        images = torch.cat([dec.generate(val_cond[i:i + chunk])
-                            for i in range(0, len(val), chunk)]).numpy()
-    metric = METRICS.build(dict(type='ShapesGenerationMetric'))
-    metric.process({}, [dict(task='gen', caption=s.caption, target_image=s.target_image,
-                             pred_image=img, sample_id=s.metainfo.get('sample_id'))
-                        for s, img in zip(val, images)])
-    scores = metric.evaluate(len(val))
-    grid = make_grid(torch.from_numpy(images[:24]).permute(0, 3, 1, 2), nrow=6, padding=0)
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(osp.join(args.work_dir, 'grid.png'))
+    by_scale = {}
+    for scale in args.guidance_scales or [dec.test_cfg['guidance_scale']]:
+        with torch.no_grad():
+            images = torch.cat([dec.generate(val_cond[i:i + chunk], guidance_scale=scale)
+                                for i in range(0, len(val), chunk)]).numpy()
+        metric = METRICS.build(dict(type='ShapesGenerationMetric'))
+        metric.process({}, [dict(task='gen', caption=s.caption, target_image=s.target_image,
+                                 pred_image=img, sample_id=s.metainfo.get('sample_id'))
+                            for s, img in zip(val, images)])
+        by_scale[scale] = {k: float(v) for k, v in metric.evaluate(len(val)).items()}
+        if len(by_scale) == 1:
+            grid = make_grid(torch.from_numpy(images[:24]).permute(0, 3, 1, 2), nrow=6,
+                             padding=0)
+            Image.fromarray(grid.permute(1, 2, 0).numpy()).save(
+                osp.join(args.work_dir, 'grid.png'))
     result = dict(command=' '.join(sys.argv), iterations=it, batch_size=args.batch_size,
                   ema_momentum=args.ema_momentum,
                   noise_repeats=dec.noise_repeats, train_minutes=train_min,
                   final_loss=float(np.mean(losses[-50:])), test_cfg=dec.test_cfg,
-                  metrics={k: float(v) for k, v in scores.items()})
+                  metrics=next(iter(by_scale.values())),
+                  metrics_by_guidance_scale=by_scale if len(by_scale) > 1 else None)
     with open(osp.join(args.work_dir, 'fixed_condition.json'), 'w') as f:
         json.dump(result, f, indent=1)
     print(json.dumps(result, indent=1))
