@@ -23,8 +23,9 @@ tower: data
 	@ckpt=$$($(PY) -c "from mmengine import Config; print(Config.fromfile('$(CONFIG)').model.vision_tower.init_cfg.checkpoint)"); \
 	test -f $$ckpt || $(PY) tools/train.py $(TOWER_CONFIG) --work-dir $$(dirname $$ckpt)
 
+# tools/test.py evaluates the last checkpoint, so the training does not validate it first
 demo: tower
-	$(PY) tools/train.py $(CONFIG) --work-dir $(WORK)
+	$(PY) tools/train.py $(CONFIG) --work-dir $(WORK) --cfg-options train_cfg.val_begin=1000000000
 	$(PY) tools/test.py $(CONFIG) $(WORK)/iter_$$($(PY) -c "from mmengine import Config; print(Config.fromfile('$(CONFIG)').train_cfg.max_iters)").pth --work-dir $(WORK) --show-dir show
 
 test: $(STAMP)

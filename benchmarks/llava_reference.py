@@ -20,6 +20,8 @@ def build_pair(config: str = CONFIG):
     cfg = Config.fromfile(config)
     # transformers' Llava has no pixel shuffle: both models see every patch as a token
     cfg.model.vision_tower.pixel_shuffle = 1
+    # Llava runs its tower on every batch: ours must too, or repeated batches time the cache
+    cfg.model.vision_tower.feature_cache = 0
     ours = MODELS.build(cfg.model).eval()
     ours.cfg = cfg
     tower = ours.vision_tower.model.config
@@ -29,6 +31,9 @@ def build_pair(config: str = CONFIG):
         image_token_id=ours.encoder.image_id, vision_feature_layer=ours.vision_tower.select_layer,
         vision_feature_select_strategy='default', projector_hidden_act='gelu',
         tie_word_embeddings=llm.tie_word_embeddings)).eval()
+    # the same attention kernels as ours (a config's to_dict leaves the implementation out)
+    llava.set_attn_implementation(dict(text_config=llm._attn_implementation,
+                                       vision_config=tower._attn_implementation))
     state = {}
     for k, v in ours.state_dict().items():
         if k.startswith('llm.model.'):
