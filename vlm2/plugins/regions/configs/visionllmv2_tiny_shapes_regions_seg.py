@@ -31,7 +31,7 @@ custom_imports = dict(
 # 0.648 / 0.647), recognition 0.916, 1,859 iterations.
 model = dict(vision_tower=dict(frozen=True, init_cfg=dict(
                  _delete_=True, type='Pretrained',
-                 checkpoint='work_dirs/visionllmv2_tiny_tower_pretrain/iter_1200.pth')),
+                 checkpoint='work_dirs/visionllmv2_tiny_tower_pretrain/iter_1000.pth')),
              region_encoder=dict(num_levels=3, max_points=2304),
              region_phrase_loss=dict(weight=1.0, temperature=0.1),
              region_queries=True)
