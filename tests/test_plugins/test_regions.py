@@ -162,7 +162,8 @@ def test_benchmark_pretrains_its_tower_only_when_missing(tmp_path, monkeypatch):
     from vlm2.plugins.regions import benchmark
     calls = []
     monkeypatch.setattr(benchmark.subprocess, 'run', lambda cmd, check: calls.append(cmd))
-    ckpt = tmp_path / 'tower' / 'iter_800.pth'
+    iters = Config.fromfile(benchmark.TOWER_CONFIG).max_iters
+    ckpt = tmp_path / 'tower' / f'iter_{iters}.pth'  # what the tower config writes
     cfg = Config(dict(model=dict(vision_tower=dict(init_cfg=dict(type='Pretrained',
                                                                  checkpoint=str(ckpt))))))
     assert benchmark.ensure_tower(cfg, 'data/sw') is not None
