@@ -28,7 +28,8 @@ custom_imports = dict(
 # Frozen, as the demo's (the perception recipe trains its own from scratch): 1,642 iterations
 # in the 20 minutes against 1,292, interactive mIoU 0.614 (box / mask 0.617 / 0.624) against
 # 0.546, recognition 0.936 against 0.949 (seed 0, README); seed 1: mIoU 0.650 (box / mask
-# 0.648 / 0.647), recognition 0.916, 1,859 iterations.
+# 0.648 / 0.647), recognition 0.916, 1,859 iterations. With the demo's 1,000-iteration batch-16
+# tower (twelfth session, seed 0): mIoU 0.597 (box / mask 0.596 / 0.608), recognition 0.936.
 model = dict(vision_tower=dict(frozen=True, init_cfg=dict(
                  _delete_=True, type='Pretrained',
                  checkpoint='work_dirs/visionllmv2_tiny_tower_pretrain/iter_1000.pth')),
