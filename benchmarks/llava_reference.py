@@ -20,6 +20,8 @@ def build_pair(config: str = CONFIG):
     cfg = Config.fromfile(config)
     # transformers' Llava has no pixel shuffle: both models see every patch as a token
     cfg.model.vision_tower.pixel_shuffle = 1
+    # nor a convolutional stem: both patchify with CLIP's own convolution
+    cfg.model.vision_tower.conv_stem = None
     # Llava runs its tower on every batch: ours must too, or repeated batches time the cache
     cfg.model.vision_tower.feature_cache = 0
     ours = MODELS.build(cfg.model).eval()
