@@ -202,7 +202,7 @@ class VisionTower(BaseModule):
         """Every layer's patch features, (tiles, num_patches, hidden) each, CLS dropped."""
         if not self.feature_cache:
             return self._hidden_states(pixel_values)
-        keys = [self._cache_key(tile) for tile in pixel_values]
+        keys = self._cache_keys(pixel_values)
         new = [i for i, k in enumerate(keys) if k not in self._cache]
         fresh = {}
         if new:
@@ -215,12 +215,15 @@ class VisionTower(BaseModule):
         return tuple(torch.stack(layer) for layer in zip(*feats))
 
     @staticmethod
-    def _cache_key(tile: Tensor) -> bytes:
-        dev = tile.device.type
-        meta = repr((tuple(tile.shape), tile.dtype, torch.is_autocast_enabled(dev),
-                     torch.get_autocast_dtype(dev))).encode()
-        data = tile.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-        return hashlib.blake2b(meta + data, digest_size=16).digest()
+    def _cache_keys(pixel_values: Tensor) -> list[bytes]:
+        """One key per tile: a hash of its pixels, shape, dtype and the autocast state (the
+        batch goes to the host once, and what is shared is built once)."""
+        dev = pixel_values.device.type
+        meta = repr((tuple(pixel_values.shape[1:]), pixel_values.dtype,
+                     torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))).encode()
+        host = pixel_values.detach().cpu().contiguous()
+        return [hashlib.blake2b(meta + tile.view(-1).view(torch.uint8).numpy().tobytes(),
+                                digest_size=16).digest() for tile in host]
 
     def _hidden_states(self, pixel_values: Tensor) -> tuple[Tensor, ...]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
