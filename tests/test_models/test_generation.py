@@ -18,8 +18,9 @@ SLIDING_LLM = dict(config=dict(type='Qwen2Config', hidden_size=64, intermediate_
 def gen_model(request):
     return build_toy_model(**(dict(llm=SLIDING_LLM) if request.param == 'sliding' else {}))
 
+# Every token differs from the one before it, so a state that lost its predecessor shows.
 SCRIPTS = [['red', '[TOY]', 'cat', '</s>'],
-           ['dog', 'dog', 'dog', 'red', '[TOY2]', 'blue', '[TOY]', '</s>'],
+           ['dog', 'cat', 'circle', 'red', '[TOY2]', 'blue', '[TOY]', '</s>'],
            ['how', 'many', '</s>']]
 PROMPTS = ['count', 'how many', 'red']
 
@@ -53,10 +54,10 @@ def test_batched_generation_matches_per_sample_runs(gen_model):
     toy_model.eval()
     batched, seen = run(toy_model, [0, 1, 2])
     assert [s.pred_text for s in batched] == [
-        'red [TOY] cat', 'dog dog dog red [TOY2] blue [TOY]', 'how many']
+        'red [TOY] cat', 'dog cat circle red [TOY2] blue [TOY]', 'how many']
     # a phrase name is the text since the previous phrase (or the answer start)
     assert batched[0].pred_phrases == ['red']
-    assert batched[1].pred_phrases == ['dog dog dog red', 'blue']
+    assert batched[1].pred_phrases == ['dog cat circle red', 'blue']
     assert batched[1].toy_names == batched[1].pred_phrases
     assert 'pred_toy' not in batched[2]  # no routing token, the decoder did not fire
     assert [len(s) for s in seen] == [1, 2]
@@ -74,9 +75,9 @@ def test_generated_states_match_a_teacher_forced_pass(gen_model):
     toy_model.eval()
     _, seen = run(toy_model, [1])
     toy_model.test_cfg['routing'] = 'forced'
-    forced = sample(PROMPTS[1], 'dog dog dog red[TOY2] blue[TOY]')
+    forced = sample(PROMPTS[1], 'dog cat circle red[TOY2] blue[TOY]')
     with torch.no_grad():
         out = toy_model.predict(**batch(toy_model, [forced]))
-    assert out[0].toy_names == ['dog dog dog red', 'blue']
+    assert out[0].toy_names == ['dog cat circle red', 'blue']
     for x, y in zip(seen[0], toy_model.super_link.decoders['toy'].seen[-1]):
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
