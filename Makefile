@@ -23,10 +23,11 @@ tower: data
 	@ckpt=$$($(PY) -c "from mmengine import Config; print(Config.fromfile('$(CONFIG)').model.vision_tower.init_cfg.checkpoint)"); \
 	test -f $$ckpt || $(PY) tools/train.py $(TOWER_CONFIG) --work-dir $$(dirname $$ckpt)
 
-# tools/test.py evaluates the last checkpoint, so the training does not validate it first
+# tools/test.py evaluates the last checkpoint (MMEngine names it in WORK/last_checkpoint), so
+# the training does not validate it first
 demo: tower
 	$(PY) tools/train.py $(CONFIG) --work-dir $(WORK) --cfg-options train_cfg.val_begin=1000000000
-	$(PY) tools/test.py $(CONFIG) $(WORK)/iter_$$($(PY) -c "from mmengine import Config; print(Config.fromfile('$(CONFIG)').train_cfg.max_iters)").pth --work-dir $(WORK) --show-dir show
+	$(PY) tools/test.py $(CONFIG) $$(cat $(WORK)/last_checkpoint) --work-dir $(WORK) --show-dir show
 
 test: $(STAMP)
 	$(PY) -m pytest -q
