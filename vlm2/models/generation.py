@@ -5,7 +5,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicSlidingWindowLayer
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from .super_link import SuperLink
 
@@ -34,9 +34,10 @@ def generate_with_super_link(body: nn.Module,
     Samples reach routing tokens at different steps: each step feeds a chunk of the same
     length to all samples, each sample's tokens first and its unused end masked out, and
     positions count only real tokens. transformers' sliding windows count cache slots, not
-    positions, so after such a step the padding moves to the front of each row
-    (:func:`_compact`); attention stays exactly that of a per-sample run. ``query_bias(sample, its ids so far)``
-    may return a vector to add to the queries a routing token pulls in.
+    positions, so with sliding-window layers the padding then moves to the front of each
+    row (:func:`_compact`); attention stays exactly that of a per-sample run.
+    ``query_bias(sample, its ids so far)`` may return a vector to add to the queries a
+    routing token pulls in.
 
     Returns, per sample, the generated ids (no ``[EMB]``) and the phrases found as
     ``(routing token, query states, index of the token in the generated ids)``.
@@ -45,6 +46,7 @@ def generate_with_super_link(body: nn.Module,
     device = inputs_embeds.device
     cache = _cache(body.config, max((d.num_queries for d in super_link.decoders.values()),
                                     default=0))
+    sliding = any(isinstance(layer, DynamicSlidingWindowLayer) for layer in cache.layers)
     mask = attention_mask
     # transformers renamed past_key_values to cache; accept both generations of models
     cache_arg = 'cache' if 'cache' in inspect.signature(body.forward).parameters \
@@ -99,7 +101,7 @@ def generate_with_super_link(body: nn.Module,
                     embeds[b, 1:n + 1] = queries.to(embeds.dtype)
         hidden = step(embeds, chunk_mask)
         last = hidden[torch.arange(batch, device=device), runs]  # each row's last real slot
-        if width > 1:
+        if width > 1 and sliding:
             mask = _compact(cache, mask)
         for b in runs.nonzero().flatten().tolist():
             n = int(runs[b])
@@ -127,7 +129,11 @@ def _compact(cache: DynamicCache, mask: Tensor) -> Tensor:
     slots holding padding where the mask now says real tokens, but no more of them than the
     extra slots of :func:`_cache`, so they lie outside every later window."""
     for layer in cache.layers:
-        if not getattr(layer, 'is_initialized', False):
+        if not isinstance(layer, DynamicLayer):
+            raise NotImplementedError(
+                'generation with routing tokens: cannot move the padding of a '
+                f'{type(layer).__name__} cache layer; use full or sliding-window attention')
+        if not layer.is_initialized:
             continue
         order = torch.sort(mask[:, -layer.keys.shape[-2]:], dim=1, stable=True).indices
         order = order[:, None, :, None]
