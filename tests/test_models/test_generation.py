@@ -37,15 +37,15 @@ def scripted(model, scripts):
     return process
 
 
-def run(model, indices):
+def run(model, indices, prompts=PROMPTS, scripts=SCRIPTS):
     decoder = model.super_link.decoders['toy']
     decoder.seen.clear()
-    samples = [sample(PROMPTS[i], '') for i in indices]
+    samples = [sample(prompts[i], '') for i in indices]
     for s in samples:
         s.conversation = s.conversation[:1]
     with torch.no_grad():
         out = model.predict(**batch(model, samples),
-                            logits_processor=scripted(model, [SCRIPTS[i] for i in indices]))
+                            logits_processor=scripted(model, [scripts[i] for i in indices]))
     return out, list(decoder.seen)
 
 
@@ -66,6 +66,21 @@ def test_batched_generation_matches_per_sample_runs(gen_model):
         assert single[0].pred_text == batched[b].pred_text
         for x, y in zip(states, single_seen[0]):
             assert x.shape == (3, 64)
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+
+
+def test_samples_waiting_through_several_routing_steps_keep_their_context(gen_model):
+    """Sample 1 waits behind padding at three steps, two of them in a row, before it routes."""
+    scripts = [['red', '[TOY]', '[TOY]', 'cat', '</s>'],
+               ['dog', 'cat', 'circle', 'red', 'blue', '[TOY2]', '</s>'],
+               ['how', '[TOY]', 'many', 'red', '[TOY]', '</s>']]
+    prompts = ['count', 'how many', 'red']
+    gen_model.eval()
+    _, seen = run(gen_model, [0, 1, 2], prompts, scripts)
+    assert [len(s) for s in seen] == [2, 1, 2]
+    for b, states in enumerate(seen):
+        _, single_seen = run(gen_model, [b], prompts, scripts)
+        for x, y in zip(states, single_seen[0], strict=True):
             torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
 
 
