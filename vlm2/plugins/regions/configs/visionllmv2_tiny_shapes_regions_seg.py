@@ -30,7 +30,8 @@ custom_imports = dict(
 # 0.546, recognition 0.936 against 0.949 (seed 0, README); seed 1: mIoU 0.650 (box / mask
 # 0.648 / 0.647), recognition 0.916, 1,859 iterations. With the demo's 1,000-iteration batch-16
 # tower (seed 0): mIoU 0.597 (box / mask 0.596 / 0.608), recognition 0.936, 1,642 iterations;
-# run again, 0.650 (0.658 / 0.660), recognition 0.933, 1,745 iterations.
+# run again, 0.650 (0.658 / 0.660), recognition 0.933, 1,745 iterations; seed 1: 0.644
+# (0.646 / 0.648), recognition 0.936, 1,959 iterations.
 model = dict(vision_tower=dict(frozen=True, init_cfg=dict(
                  _delete_=True, type='Pretrained',
                  checkpoint='work_dirs/visionllmv2_tiny_tower_pretrain/iter_1000.pth')),
