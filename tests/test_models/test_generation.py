@@ -37,10 +37,10 @@ def scripted(model, scripts):
     return process
 
 
-def run(model, indices, prompts=PROMPTS, scripts=SCRIPTS):
+def run(model, indices, scripts=SCRIPTS):
     decoder = model.super_link.decoders['toy']
     decoder.seen.clear()
-    samples = [sample(prompts[i], '') for i in indices]
+    samples = [sample(PROMPTS[i], '') for i in indices]
     for s in samples:
         s.conversation = s.conversation[:1]
     with torch.no_grad():
@@ -74,12 +74,11 @@ def test_samples_waiting_through_several_routing_steps_keep_their_context(gen_mo
     scripts = [['red', '[TOY]', '[TOY]', 'cat', '</s>'],
                ['dog', 'cat', 'circle', 'red', 'blue', '[TOY2]', '</s>'],
                ['how', '[TOY]', 'many', 'red', '[TOY]', '</s>']]
-    prompts = ['count', 'how many', 'red']
     gen_model.eval()
-    _, seen = run(gen_model, [0, 1, 2], prompts, scripts)
+    _, seen = run(gen_model, [0, 1, 2], scripts)
     assert [len(s) for s in seen] == [2, 1, 2]
     for b, states in enumerate(seen):
-        _, single_seen = run(gen_model, [b], prompts, scripts)
+        _, single_seen = run(gen_model, [b], scripts)
         for x, y in zip(states, single_seen[0], strict=True):
             torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
 
