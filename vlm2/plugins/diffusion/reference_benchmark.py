@@ -177,7 +177,7 @@ def main() -> None:
         losses.append(loss.item())
         bar.update()
         bar.set_postfix(loss=f'{np.mean(losses[-50:]):.4f}')
-        if clock >= next_eval:
+        if clock >= next_eval and clock < args.budget_min * 60:  # the last one is below
             scores, _ = evaluate(args.guidance_scales[0])
             curve.append(dict(minutes=round(clock / 60, 1), iterations=it,
                               loss=round(float(np.mean(losses[-50:])), 4), **scores))
@@ -190,6 +190,9 @@ def main() -> None:
         if len(by_scale) == 1:
             rows = [np.concatenate(list(images[r * 6:r * 6 + 6]), 1) for r in range(4)]
             Image.fromarray(np.concatenate(rows, 0)).save(osp.join(args.work_dir, 'grid.png'))
+            if args.eval_every:
+                curve.append(dict(minutes=round(clock / 60, 1), iterations=it,
+                                  loss=round(float(np.mean(losses[-50:])), 4), **by_scale[scale]))
     result = dict(command=' '.join(sys.argv), iterations=it, train_minutes=round(clock / 60, 2),
                   final_loss=float(np.mean(losses[-50:])), unet=unet_cfg,
                   scheduler=dict(noise.config), metrics_by_guidance_scale=by_scale,
