@@ -67,6 +67,11 @@ def load_split(data_root: str, split: str, size: int) -> tuple[list[str], Tensor
     return [r['caption'] for r in rows], x
 
 
+def to_uint8(x: Tensor) -> np.ndarray:
+    """Pictures in [-1, 1], (N, 3, H, W) → uint8 (N, H, W, 3), as the analyser reads them."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 class WordCondition(nn.Module):
     """Learned embeddings of a caption's attribute words, one token per attribute."""
 
@@ -137,9 +142,9 @@ def main() -> None:
             uncond, c = predict(torch.cat([x, x]), t.repeat(2 * len(x)),
                                 torch.cat([null, cond])).chunk(2)
             x = sampler.step(uncond + scale * (c - uncond), t, x).prev_sample
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return to_uint8(x)
 
-    references = ((val_x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    references = to_uint8(val_x)
 
     @torch.no_grad()
     def evaluate(scale: float) -> tuple[dict, np.ndarray]:
@@ -152,6 +157,10 @@ def main() -> None:
                             for c, r, p in zip(val_caps, references, images)])
         scores = metric.evaluate(len(val_caps))
         return {k.split('/')[-1]: round(float(v), 3) for k, v in scores.items()}, images
+
+    def curve_point(scores: dict) -> dict:
+        return dict(minutes=round(clock / 60, 1), iterations=it,
+                    loss=round(float(np.mean(losses[-50:])), 4), **scores)
 
     opt = torch.optim.AdamW(list(unet.parameters()) + list(words.parameters()), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
@@ -177,10 +186,9 @@ def main() -> None:
         losses.append(loss.item())
         bar.update()
         bar.set_postfix(loss=f'{np.mean(losses[-50:]):.4f}')
-        if clock >= next_eval and clock < args.budget_min * 60:  # the last one is below
-            scores, _ = evaluate(args.guidance_scales[0])
-            curve.append(dict(minutes=round(clock / 60, 1), iterations=it,
-                              loss=round(float(np.mean(losses[-50:])), 4), **scores))
+        # the curve's last point is the final evaluation below, not a second one here
+        if next_eval <= clock < args.budget_min * 60:
+            curve.append(curve_point(evaluate(args.guidance_scales[0])[0]))
             bar.write(json.dumps(curve[-1]))
             next_eval += args.eval_every * 60
     bar.close()
@@ -191,8 +199,7 @@ def main() -> None:
             rows = [np.concatenate(list(images[r * 6:r * 6 + 6]), 1) for r in range(4)]
             Image.fromarray(np.concatenate(rows, 0)).save(osp.join(args.work_dir, 'grid.png'))
             if args.eval_every:
-                curve.append(dict(minutes=round(clock / 60, 1), iterations=it,
-                                  loss=round(float(np.mean(losses[-50:])), 4), **by_scale[scale]))
+                curve.append(curve_point(by_scale[scale]))
     result = dict(command=' '.join(sys.argv), iterations=it, train_minutes=round(clock / 60, 2),
                   final_loss=float(np.mean(losses[-50:])), unet=unet_cfg,
                   scheduler=dict(noise.config), metrics_by_guidance_scale=by_scale,
