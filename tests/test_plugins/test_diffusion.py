@@ -600,3 +600,39 @@ def test_benchmark_writes_its_one_shape_world_only_when_missing(tmp_path, monkey
     stamp = (root / 'meta.json').stat().st_mtime_ns
     benchmark.ensure_one_shape_world(str(root))  # already there: left as it is
     assert (root / 'meta.json').stat().st_mtime_ns == stamp
+
+
+def test_vae_pretraining_writes_a_folder_the_latent_recipe_builds_from(tmp_path, monkeypatch):
+    from mmengine.config import Config
+    import vlm2.plugins.diffusion  # noqa: F401
+    from vlm2.datasets.shapes_world import generate_shapes_world
+    from vlm2.plugins.diffusion import benchmark, vae_pretrain
+    root, folder = tmp_path / 'sw1', tmp_path / 'vae'
+    generate_shapes_world(str(root), seed=0, num_train=4, num_val=2, max_shapes=1)
+    report = vae_pretrain.pretrain_vae(str(root), str(folder), minutes=5, max_iters=2,
+                                       batch_size=2)
+    assert report['iterations'] == 2 and report['latent_shape'] == [4, 16, 16]
+    assert (folder / 'reconstructions.png').is_file()
+    assert 'gen_faithfulness' in report['analyser_on_reconstructions']
+    init_default_scope('vlm2')
+    cfg = Config.fromfile('vlm2/plugins/diffusion/configs/visionllmv2_tiny_shapes_gen_vae.py')
+    for dec in cfg.model.super_link.decoders.values():
+        dec.vae.pretrained = str(folder)
+    gen, edit = (MODELS.build(cfg.model.super_link.decoders[k],
+                              default_args=dict(llm_hidden_size=256)) for k in ('gen', 'edit'))
+    assert gen.vae.config.scaling_factor == pytest.approx(report['scaling_factor'])
+    assert (gen.latent_channels, gen.latent_size) == (4, 16)
+    assert (gen.unet.config.in_channels, edit.unet.config.in_channels) == (4, 8)
+    assert not gen.scheduler.config.clip_sample  # latents are not confined to [-1, 1]
+    with torch.no_grad():
+        assert gen.generate(gen.conditioner.unconditional(1), num_steps=2).shape == \
+            (1, 64, 64, 3)
+    # the benchmark pretrains a named VAE folder once, and only when it is missing
+    calls = []
+    monkeypatch.setattr(vae_pretrain, 'pretrain_vae',
+                        lambda data_root, path, minutes: calls.append(path) or {})
+    assert benchmark.ensure_vaes(cfg, str(root), 1) == {} and calls == []
+    for dec in cfg.model.super_link.decoders.values():
+        dec.vae.pretrained = str(tmp_path / 'missing')
+    assert benchmark.ensure_vaes(cfg, str(root), 1) == {str(tmp_path / 'missing'): {}}
+    assert calls == [str(tmp_path / 'missing')]

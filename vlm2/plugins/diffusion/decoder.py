@@ -24,7 +24,7 @@ from vlm2.structures import LinkedPhrases, VLMDataSample
 from .builders import (FrozenTextEncoder, build_scheduler, build_unet, build_vae,
                        expand_conv_in, sampler_class)
 from .conditioner import SuperLinkConditioner
-from .transforms import load_rgb, square_image, to_tensor
+from .transforms import load_rgb, square_image, to_tensor, to_uint8
 
 
 class DiffusionDecoder(BaseTaskDecoder):
@@ -158,7 +158,7 @@ class DiffusionDecoder(BaseTaskDecoder):
             x = F.pixel_shuffle(latents, self.pixel_patch) if self.pixel_patch > 1 else latents
         else:
             x = self.vae.decode(latents / self.vae.config.scaling_factor).sample
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return to_uint8(x)
 
     # ---- the super link's states ---------------------------------------------------------
     def _states(self, phrases: list[LinkedPhrases], training: bool) -> Tensor:

@@ -32,7 +32,8 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel  # noqa: E402
+from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler,  # noqa: E402
+                       UNet2DConditionModel)
 from mmengine.config import DictAction  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
@@ -41,6 +42,7 @@ from tqdm import tqdm  # noqa: E402
 from vlm2.plugins.diffusion.analyser import parse_objects  # noqa: E402
 from vlm2.plugins.diffusion.benchmark import ensure_one_shape_world  # noqa: E402
 from vlm2.plugins.diffusion.metrics import ShapesGenerationMetric  # noqa: E402
+from vlm2.plugins.diffusion.transforms import to_uint8  # noqa: E402
 
 WIDTH = 64
 UNET = dict(in_channels=3, out_channels=3, block_out_channels=(32, 64, 64), layers_per_block=1,
@@ -65,11 +67,6 @@ def load_split(data_root: str, split: str, size: int) -> tuple[list[str], Tensor
               for r in tqdm(rows, desc=f'{split} pictures')]
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
     return [r['caption'] for r in rows], x
-
-
-def to_uint8(x: Tensor) -> np.ndarray:
-    """Pictures in [-1, 1], (N, 3, H, W) → uint8 (N, H, W, 3), as the analyser reads them."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 class WordCondition(nn.Module):
@@ -109,6 +106,14 @@ def main() -> None:
     parser.add_argument('--num-steps', type=int, default=20)
     parser.add_argument('--guidance-scales', type=float, nargs='+', default=[3.0, 5.0],
                         help='the first one is used for the learning curve and grid.png')
+    parser.add_argument('--timestep-shift', type=float, default=1.0,
+                        help='draw training timesteps as SD3 does, u -> s*u / (1 + (s-1)*u) '
+                             'for u ~ U(0, 1): s > 1 trains more at high noise')
+    parser.add_argument('--vae', default=None,
+                        help='a local AutoencoderKL folder: train on its latents of the '
+                             'pictures (scaled by its scaling_factor) instead of pixels')
+    parser.add_argument('--bf16', action='store_true',
+                        help='train under bfloat16 autocast (sampling stays float32)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--unet-options', nargs='+', action=DictAction, default={})
     parser.add_argument('--scheduler-options', nargs='+', action=DictAction, default={})
@@ -121,11 +126,21 @@ def main() -> None:
     val_caps, val_x = load_split(args.data_root, 'val', args.size)
     words = WordCondition(train_caps)
     train_ids, val_ids = words.ids(train_caps), words.ids(val_caps)
-    unet_cfg = dict(UNET, sample_size=args.size, **args.unet_options)
+    vae = AutoencoderKL.from_pretrained(args.vae).eval() if args.vae else None
+    if vae is not None:  # latents once, from the posterior's mean (a common cache)
+        with torch.no_grad():
+            train_x = torch.cat([vae.encode(train_x[i:i + 64]).latent_dist.mode()
+                                 for i in range(0, len(train_x), 64)])
+        train_x = train_x * vae.config.scaling_factor
+    shape = train_x.shape[1:]
+    unet_cfg = dict(UNET, sample_size=shape[-1], in_channels=shape[0], out_channels=shape[0],
+                    **args.unet_options)
     if unet_cfg.get('class_embed_type') == 'projection':
         unet_cfg.setdefault('projection_class_embeddings_input_dim', WIDTH * len(ATTRIBUTES))
     unet = UNet2DConditionModel(**unet_cfg)
-    noise = DDPMScheduler(**dict(SCHEDULER, **args.scheduler_options))
+    # latents are not confined to [-1, 1] as pixels are: do not clip the x0 estimates
+    scheduler_cfg = {**SCHEDULER, 'clip_sample': vae is None, **args.scheduler_options}
+    noise = DDPMScheduler(**scheduler_cfg)
 
     def predict(x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         labels = cond.flatten(1) if unet.config.class_embed_type == 'projection' else None
@@ -135,16 +150,18 @@ def main() -> None:
     def sample(cond: Tensor, scale: float) -> np.ndarray:
         sampler = DDIMScheduler.from_config(noise.config)
         sampler.set_timesteps(args.num_steps)
-        x = torch.randn((cond.shape[0], 3, args.size, args.size),
+        x = torch.randn((cond.shape[0], *shape),
                         generator=torch.Generator().manual_seed(args.seed))
         null = torch.zeros_like(cond)  # the dropped condition of training
         for t in sampler.timesteps:
             uncond, c = predict(torch.cat([x, x]), t.repeat(2 * len(x)),
                                 torch.cat([null, cond])).chunk(2)
             x = sampler.step(uncond + scale * (c - uncond), t, x).prev_sample
-        return to_uint8(x)
+        if vae is not None:
+            x = vae.decode(x / vae.config.scaling_factor).sample
+        return to_uint8(x).numpy()
 
-    references = to_uint8(val_x)
+    references = to_uint8(val_x).numpy()
 
     @torch.no_grad()
     def evaluate(scale: float) -> tuple[dict, np.ndarray]:
@@ -174,10 +191,15 @@ def main() -> None:
         drop = torch.rand(len(idx), generator=gen) < args.cond_dropout
         cond = torch.where(drop[:, None, None], torch.zeros_like(cond), cond)
         eps = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, noise.config.num_train_timesteps, (len(idx),), generator=gen)
+        u = torch.rand(len(idx), generator=gen)
+        u = args.timestep_shift * u / (1 + (args.timestep_shift - 1) * u)
+        steps = noise.config.num_train_timesteps
+        t = (u * steps).long().clamp(max=steps - 1)
         goal = (noise.get_velocity(x0, eps, t) if noise.config.prediction_type == 'v_prediction'
                 else eps)
-        loss = F.mse_loss(predict(noise.add_noise(x0, eps, t), t, cond), goal)
+        with torch.autocast('cpu', torch.bfloat16, enabled=args.bf16):
+            pred = predict(noise.add_noise(x0, eps, t), t, cond)
+        loss = F.mse_loss(pred.float(), goal)
         opt.zero_grad()
         loss.backward()
         opt.step()

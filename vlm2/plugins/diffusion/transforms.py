@@ -33,6 +33,11 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(img).permute(2, 0, 1).contiguous()
 
 
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Pictures in [-1, 1], (B, 3, H, W) → uint8 (B, H, W, 3), the decoders' output."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
 @TRANSFORMS.register_module()
 class LoadDiffusionImages(BaseTransform):
     """Reads ``target_path`` (and ``source_path`` when present) and writes ``target_image``
