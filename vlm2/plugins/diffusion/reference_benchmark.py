@@ -16,7 +16,9 @@ groups, the cosine schedule with v-prediction sampled from t=999. ``--unet-optio
 ``--scheduler-options`` change either. With ``class_embed_type='projection'`` the UNet also
 reads the concatenated word embeddings through its time embedding. ``--eval-every`` scores
 the held-out prompts during training (the clock stops while it does), giving a learning
-curve. Writes ``reference.json`` and ``grid.png`` to the work dir.
+curve. ``--vae FOLDER`` trains in the latents of a local ``AutoencoderKL`` (one written by
+``vae_pretrain.py``; use ``--size 64``) instead of pixels. Writes ``reference.json`` and
+``grid.png`` to the work dir.
 """
 import argparse
 import json
@@ -126,7 +128,8 @@ def main() -> None:
     val_caps, val_x = load_split(args.data_root, 'val', args.size)
     words = WordCondition(train_caps)
     train_ids, val_ids = words.ids(train_caps), words.ids(val_caps)
-    vae = AutoencoderKL.from_pretrained(args.vae).eval() if args.vae else None
+    vae = (AutoencoderKL.from_pretrained(args.vae, local_files_only=True).eval() if args.vae
+           else None)
     if vae is not None:  # latents once, from the posterior's mean (a common cache)
         with torch.no_grad():
             train_x = torch.cat([vae.encode(train_x[i:i + 64]).latent_dist.mode()
