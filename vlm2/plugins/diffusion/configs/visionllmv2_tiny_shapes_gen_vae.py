@@ -2,8 +2,9 @@
 # the paper's decoders run in Stable Diffusion's pretrained VAE's latent space. Write the VAE
 # first (benchmark.py does when the folder is missing):
 #   .venv/bin/python vlm2/plugins/diffusion/vae_pretrain.py --out-dir work_dirs/shapes_world_vae
-# 64 px pictures become 16x16x4 latents, so each UNet step costs about a quarter of the pixel
-# recipe's 32x32x12 one (plugin README, "In the latent space of a pretrained tiny VAE").
+# 64 px pictures become 16x16x4 latents, a quarter of the positions of the pixel recipe's
+# 32x32x12: the 20-minute benchmark made twice the iterations (plugin README, "In the latent
+# space of a pretrained tiny VAE").
 _base_ = ['visionllmv2_tiny_shapes_gen.py']
 
 vae = dict(_delete_=True, pretrained='work_dirs/shapes_world_vae')  # the base has none
