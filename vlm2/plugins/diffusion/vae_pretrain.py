@@ -65,8 +65,7 @@ def load_pictures(data_root: str, split: str, size: int) -> tuple[list[str], Ten
 
 def pretrain_vae(data_root: str, out_dir: str, minutes: float = 10.0, max_iters: int = 0,
                  size: int = 64, crop: int = 32, batch_size: int = 16, lr: float = 1e-3,
-                 kl_weight: float = 1e-6, seed: int = 0,
-                 config: dict | None = None) -> dict:
+                 kl_weight: float = 1e-6, seed: int = 0) -> dict:
     """Train a VAE for ``minutes`` (or ``max_iters`` > 0 iterations, whichever comes first)
     with a cosine learning rate over the budget, save it to ``out_dir``, and return the
     report. Training reads random ``crop``-px windows (the model is convolutional, so it
@@ -76,7 +75,7 @@ def pretrain_vae(data_root: str, out_dir: str, minutes: float = 10.0, max_iters:
     torch.manual_seed(seed)
     _, train_x = load_pictures(data_root, 'train', size)
     captions, val_x = load_pictures(data_root, 'val', size)
-    vae = AutoencoderKL(**dict(VAE_CONFIG, sample_size=size, **(config or {})))
+    vae = AutoencoderKL(**VAE_CONFIG, sample_size=size)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     budget, clock, it, losses = minutes * 60, 0.0, 0, []
