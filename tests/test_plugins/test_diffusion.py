@@ -631,8 +631,70 @@ def test_vae_pretraining_writes_a_folder_the_latent_recipe_builds_from(tmp_path,
     calls = []
     monkeypatch.setattr(vae_pretrain, 'pretrain_vae',
                         lambda data_root, path, minutes: calls.append(path) or {})
-    assert benchmark.ensure_vaes(cfg, str(root), 1) == {} and calls == []
+    assert benchmark.ensure_pretrained(cfg, str(root), 1, 1) == {} and calls == []
     for dec in cfg.model.super_link.decoders.values():
         dec.vae.pretrained = str(tmp_path / 'missing')
-    assert benchmark.ensure_vaes(cfg, str(root), 1) == {str(tmp_path / 'missing'): {}}
+    assert benchmark.ensure_pretrained(cfg, str(root), 1, 1) == {str(tmp_path / 'missing'): {}}
     assert calls == [str(tmp_path / 'missing')]
+
+
+def test_sd_pretraining_writes_a_folder_the_pretrained_recipe_builds_from(tmp_path,
+                                                                         monkeypatch):
+    from mmengine.config import Config
+    from transformers import CLIPTextModel
+    import vlm2.plugins.diffusion  # noqa: F401
+    from vlm2.datasets.shapes_world import generate_shapes_world
+    from vlm2.plugins.diffusion import benchmark, sd_pretrain, vae_pretrain
+    root, vae, sd = tmp_path / 'sw1', tmp_path / 'vae', tmp_path / 'sd'
+    generate_shapes_world(str(root), seed=0, num_train=4, num_val=2, max_shapes=1)
+    vae_pretrain.pretrain_vae(str(root), str(vae), minutes=5, max_iters=1, batch_size=2)
+    key = 'model.super_link.decoders.gen.'
+    report = sd_pretrain.pretrain_sd(
+        str(root), str(sd), minutes=5, max_iters=2, batch_size=2,
+        cfg_options={key + 'vae.pretrained': str(vae), key + 'test_cfg.num_steps': 2})
+    assert report['iterations'] == 2 and report['analyser_on_val_captions']['gen_num'] == 2
+    assert (sd / 'samples.png').is_file()
+    init_default_scope('vlm2')
+    cfg = Config.fromfile('vlm2/plugins/diffusion/configs/visionllmv2_tiny_shapes_gen_sd.py')
+    for dec in cfg.model.super_link.decoders.values():
+        dec.vae.pretrained = str(vae)
+        dec.unet.pretrained = dec.text_encoder.pretrained = str(sd)
+    gen, edit = (MODELS.build(cfg.model.super_link.decoders[k],
+                              default_args=dict(llm_hidden_size=256)) for k in ('gen', 'edit'))
+    # the paper's split: the [GEN] UNet frozen, the [EDIT] UNet trained from the same weights
+    # with its 4 new input channels at zero
+    assert not any(p.requires_grad for p in gen.unet.parameters())
+    assert all(p.requires_grad for p in edit.unet.parameters())
+    assert edit.unet.config.in_channels == 8 and gen.teacher_prob == 0.0
+    assert torch.equal(edit.unet.conv_in.weight[:, :4], gen.unet.conv_in.weight)
+    assert not edit.unet.conv_in.weight[:, 4:].any()
+    # the alignment target is the saved encoder's embedding through its saved tokenizer,
+    # zero past the caption's end as in pretraining
+    caption = 'a small red circle at the top left'
+    saved = CLIPTextModel.from_pretrained(str(sd / 'text_encoder'))
+    ids = gen.text_encoder.tokenize([caption])
+    assert gen.text_encoder.tokenizer.convert_ids_to_tokens(ids[0, :3].tolist()) == \
+        ['a', 'small', 'red']
+    with torch.no_grad():
+        target, full = gen.text_encoder([caption]), saved(ids).last_hidden_state
+    assert torch.equal(target[:, :8], full[:, :8])  # the caption's 8 words
+    assert not target[:, 8:].any() and full[:, 8:].abs().sum() > 0
+    # through the frozen UNet (which reads the flattened condition too), the denoising loss
+    # still reaches the condition, so the super link learns
+    assert gen.unet.config.class_embed_type == 'projection'
+    cond = gen.text_encoder([caption]).requires_grad_(True)
+    gen.latent_loss(cond, torch.randn(1, 4, 16, 16)).backward()
+    assert cond.grad.abs().sum() > 0
+    # the benchmark pretrains the VAE, then the shared SD folder once, in that VAE's latents
+    calls = []
+    monkeypatch.setattr(vae_pretrain, 'pretrain_vae',
+                        lambda data_root, path, minutes: calls.append(('vae', path)) or {})
+    monkeypatch.setattr(sd_pretrain, 'pretrain_sd',
+                        lambda data_root, path, minutes, cfg_options: calls.append(
+                            ('sd', path, cfg_options)) or {})
+    assert benchmark.ensure_pretrained(cfg, str(root), 1, 1) == {} and calls == []
+    for dec in cfg.model.super_link.decoders.values():
+        dec.vae.pretrained, dec.unet.pretrained = 'no_vae', 'no_sd'
+    assert set(benchmark.ensure_pretrained(cfg, str(root), 1, 1)) == {'no_vae', 'no_sd'}
+    assert calls == [('vae', 'no_vae'),
+                     ('sd', 'no_sd', {key + 'vae.pretrained': 'no_vae'})]

@@ -95,17 +95,30 @@ def analyser_ceiling(data_root: str, size: int = 64) -> dict:
     return {k: dict(faithfulness=sum(v) / max(len(v), 1), num=len(v)) for k, v in hits.items()}
 
 
-def ensure_vaes(cfg: Config, data_root: str, minutes: float) -> dict:
-    """Pretrain (``vae_pretrain.py``) every VAE folder the decoders name that does not exist
-    yet, on ``data_root``; returns the reports of those written, by folder."""
-    from vlm2.plugins.diffusion.vae_pretrain import pretrain_vae
+def ensure_pretrained(cfg: Config, data_root: str, vae_minutes: float,
+                      sd_minutes: float) -> dict:
+    """Pretrain on ``data_root`` every folder the decoders name that does not exist yet: VAEs
+    (``vae_pretrain.py``), then UNets with their text encoder (``sd_pretrain.py``, in the
+    latents of the decoder's VAE). Returns the reports of those written, by folder."""
+    from vlm2.plugins.diffusion import sd_pretrain, vae_pretrain
     reports = {}
-    for dec in cfg.model.super_link.decoders.values():
+    decoders = cfg.model.super_link.decoders.values()
+    for dec in decoders:
         path = (dec.get('vae') or {}).get('pretrained')
         if path and path not in reports and not osp.isdir(path):
-            print(f'{path} does not exist; pretraining a VAE there for {minutes} min',
+            print(f'{path} does not exist; pretraining a VAE there for {vae_minutes} min',
                   flush=True)
-            reports[path] = pretrain_vae(data_root, path, minutes=minutes)
+            reports[path] = vae_pretrain.pretrain_vae(data_root, path, minutes=vae_minutes)
+    for dec in decoders:
+        path = dec.unet.get('pretrained')
+        if path and path not in reports and not osp.isdir(path):
+            print(f'{path} does not exist; pretraining a tiny Stable Diffusion there for '
+                  f'{sd_minutes} min', flush=True)
+            vae = (dec.get('vae') or {}).get('pretrained')
+            reports[path] = sd_pretrain.pretrain_sd(
+                data_root, path, minutes=sd_minutes,
+                cfg_options={'model.super_link.decoders.gen.vae.pretrained': vae} if vae
+                else None)
     return reports
 
 
@@ -227,6 +240,10 @@ def main() -> None:
                         help='pretraining minutes of a VAE the config names but that does not '
                              'exist yet (not counted in --budget-min, as the paper\'s VAE is '
                              'pretrained)')
+    parser.add_argument('--sd-minutes', type=float, default=20.0,
+                        help='pretraining minutes of a UNet folder the config names but that '
+                             'does not exist yet (sd_pretrain.py; not counted in --budget-min, '
+                             "as the paper's Stable Diffusion is pretrained)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override keys of the recipe, as tools/train.py')
     args = parser.parse_args()
@@ -239,7 +256,7 @@ def main() -> None:
     subsets = one_shape_subsets(args.data_root, args.work_dir)
     cfg = build_cfg(args, subsets)
     t = time.time()
-    vae_reports = ensure_vaes(cfg, args.data_root, args.vae_minutes)
+    pretrained = ensure_pretrained(cfg, args.data_root, args.vae_minutes, args.sd_minutes)
     start += time.time() - t  # a pretrained part, outside the budget
     train_s = max(60.0, (args.budget_min - args.eval_min) * 60 - (time.time() - start))
     runner = Runner.from_cfg(cfg)
@@ -266,7 +283,7 @@ def main() -> None:
                   eval_minutes=eval_time / 60, total_minutes=(time.time() - start) / 60,
                   subsets={k: v['num'] for k, v in subsets.items()},
                   analyser_on_reference_images=analyser_ceiling(args.data_root),
-                  vae_pretrained_here=vae_reports,
+                  pretrained_here=pretrained,
                   metrics={k: float(v) for k, v in metrics.items()}, latency=lat)
     with open(osp.join(args.work_dir, 'benchmark.json'), 'w') as f:
         json.dump(result, f, indent=1)

@@ -15,10 +15,14 @@ class SuperLinkConditioner(nn.Module):
     Classifier-free guidance needs an unconditional sequence: :attr:`null` is a learned
     ``num_tokens`` × ``width`` embedding (initialised at zero), used when the condition is
     dropped in training and for the unconditional pass at inference.
+
+    ``final_norm=False`` drops the decoder's final LayerNorm (the layers are pre-norm), so
+    the output can be zero at some tokens, as a text encoder with ``zero_padding`` is past
+    the caption's end; a LayerNorm's output cannot be zero at some tokens and not at others.
     """
 
     def __init__(self, llm_hidden_size: int, width: int, num_tokens: int = 77,
-                 num_heads: int = 8, ffn_ratio: int = 4) -> None:
+                 num_heads: int = 8, ffn_ratio: int = 4, final_norm: bool = True) -> None:
         super().__init__()
         if width % num_heads:
             raise ValueError(f'conditioner.num_heads={num_heads} must divide the UNet\'s '
@@ -28,6 +32,8 @@ class SuperLinkConditioner(nn.Module):
         self.transformer = nn.Transformer(
             d_model=width, nhead=num_heads, num_encoder_layers=1, num_decoder_layers=1,
             dim_feedforward=ffn_ratio * width, dropout=0.0, batch_first=True, norm_first=True)
+        if not final_norm:
+            self.transformer.decoder.norm = nn.Identity()
         self.queries = nn.Parameter(torch.randn(num_tokens, width) * 0.02)
         self.null = nn.Parameter(torch.zeros(num_tokens, width))
 

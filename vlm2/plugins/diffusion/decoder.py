@@ -210,12 +210,8 @@ class DiffusionDecoder(BaseTaskDecoder):
         return losses
 
     def denoising_loss(self, cond: Tensor, data_samples: list[VLMDataSample]) -> Tensor:
-        """The denoising MSE of the samples' ``target_image`` under conditions (B, 77, width),
-        with condition (and source) dropout and ``noise_repeats`` noise draws per sample."""
-        batch, device = cond.shape[0], cond.device
-        drop = torch.rand(batch, device=device) < self.cond_dropout
-        cond = torch.where(drop[:, None, None], self.conditioner.unconditional(batch).to(
-            cond.dtype), cond)
+        """The denoising MSE of the samples' ``target_image`` under conditions (B, 77, width);
+        see :meth:`latent_loss`."""
         for s in data_samples:
             if s.get('target_image') is None:
                 raise ValueError(f'{type(self).__name__}: sample {s.metainfo.get("sample_id")} '
@@ -223,7 +219,16 @@ class DiffusionDecoder(BaseTaskDecoder):
                                  'and "target_image" to PackVLMInputs.fields)')
         target = self.encode(torch.stack([torch.as_tensor(s.target_image)
                                           for s in data_samples]))
-        source = self._sources(data_samples, device)
+        return self.latent_loss(cond, target, self._sources(data_samples, cond.device))
+
+    def latent_loss(self, cond: Tensor, target: Tensor,
+                    source: Optional[Tensor] = None) -> Tensor:
+        """The denoising MSE of latents ``target`` (B, C, h, w) under conditions ``cond``,
+        with condition (and source) dropout and ``noise_repeats`` noise draws per sample."""
+        batch, device = cond.shape[0], cond.device
+        drop = torch.rand(batch, device=device) < self.cond_dropout
+        cond = torch.where(drop[:, None, None], self.conditioner.unconditional(batch).to(
+            cond.dtype), cond)
         if source is not None:
             source = self._drop_source(source)
         if self.noise_repeats > 1:
@@ -236,7 +241,7 @@ class DiffusionDecoder(BaseTaskDecoder):
         noisy = self.scheduler.add_noise(target, noise, steps)
         if source is not None:
             noisy = torch.cat([noisy, source], dim=1)
-        pred = self.unet(noisy, steps, encoder_hidden_states=cond).sample
+        pred = self.unet_forward(noisy, steps, cond)
         if self.scheduler.config.prediction_type == 'v_prediction':
             goal = self.scheduler.get_velocity(target, noise, steps)
         else:
@@ -245,6 +250,13 @@ class DiffusionDecoder(BaseTaskDecoder):
             return F.mse_loss(pred.float(), goal.float())
         per_sample = F.mse_loss(pred.float(), goal.float(), reduction='none').mean((1, 2, 3))
         return (per_sample * self.snr_weights(steps)).mean()
+
+    def unet_forward(self, x: Tensor, steps: Tensor, cond: Tensor) -> Tensor:
+        """The UNet's prediction. A UNet with ``class_embed_type='projection'`` also reads the
+        flattened condition through its time embedding (its ``class_labels``), so every
+        ResNet block sees the prompt, not only the cross-attention layers."""
+        labels = cond.flatten(1) if self.unet.config.class_embed_type == 'projection' else None
+        return self.unet(x, steps, encoder_hidden_states=cond, class_labels=labels).sample
 
     def snr_weights(self, steps: Tensor) -> Tensor:
         """Min-SNR-γ loss weights of timesteps ``steps`` (see ``snr_gamma``)."""
@@ -300,7 +312,7 @@ class DiffusionDecoder(BaseTaskDecoder):
         if source is not None:
             x = torch.cat([x, source], dim=1)
         steps = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        return self.unet(x, steps, encoder_hidden_states=cond).sample
+        return self.unet_forward(x, steps, cond)
 
     def guided_noise(self, x: Tensor, t, cond: Tensor, null: Tensor, source: Optional[Tensor],
                      text_scale: float, image_scale: float) -> Tensor:

@@ -42,7 +42,7 @@ from torch import Tensor, nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from vlm2.plugins.diffusion.analyser import parse_objects  # noqa: E402
-from vlm2.plugins.diffusion.benchmark import ensure_one_shape_world  # noqa: E402
+from vlm2.plugins.diffusion.benchmark import RECIPE, ensure_one_shape_world  # noqa: E402
 from vlm2.plugins.diffusion.metrics import ShapesGenerationMetric  # noqa: E402
 from vlm2.plugins.diffusion.transforms import to_uint8  # noqa: E402
 
@@ -93,6 +93,28 @@ class WordCondition(nn.Module):
         return self.embed(ids)
 
 
+class EncodedCondition(nn.Module):
+    """A text encoder's embeddings of the captions, looked up by caption index: the tiny
+    recipe's ``text_encoder`` of its [GEN] decoder, the condition it aligns the super link
+    to. Frozen, as the recipe has it, or with ``trainable`` its weights learn with the UNet
+    (as the word tokens do), to tell the condition's form from its being learned."""
+
+    def __init__(self, captions: list[str], config: str = RECIPE, trainable: bool = False,
+                 zero_padding: bool = False) -> None:
+        super().__init__()
+        from mmengine.config import Config
+        from vlm2.plugins.diffusion.builders import FrozenTextEncoder
+        key = 'model.super_link.decoders.gen.text_encoder'
+        enc_cfg = Config.fromfile(config).model.super_link.decoders.gen.text_encoder.to_dict()
+        self.encoder = FrozenTextEncoder(key=f'{config}: {key}',
+                                         **{**enc_cfg, 'zero_padding': zero_padding})
+        self.encoder.model.requires_grad_(trainable)
+        self.register_buffer('ids', self.encoder.tokenize(captions))
+
+    def forward(self, index: Tensor) -> Tensor:
+        return self.encoder.embed(self.ids[index])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--data-root', default='data/shapes_world_1shape',
@@ -116,6 +138,15 @@ def main() -> None:
                              'pictures (scaled by its scaling_factor) instead of pixels')
     parser.add_argument('--bf16', action='store_true',
                         help='train under bfloat16 autocast (sampling stays float32)')
+    parser.add_argument('--condition', default='words',
+                        choices=('words', 'text-encoder', 'trained-text-encoder'),
+                        help="'words': learned embeddings of the caption's attribute words "
+                             "(the issue's reference); 'text-encoder': the tiny recipe's "
+                             "frozen text encoder's embedding of the whole caption (77 "
+                             "tokens), the super link's alignment target; "
+                             "'trained-text-encoder': that encoder, trained with the UNet")
+    parser.add_argument('--zero-padding', action='store_true',
+                        help="with a text encoder, zero the padding tokens' embeddings")
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--unet-options', nargs='+', action=DictAction, default={})
     parser.add_argument('--scheduler-options', nargs='+', action=DictAction, default={})
@@ -126,8 +157,15 @@ def main() -> None:
     ensure_one_shape_world(args.data_root)
     train_caps, train_x = load_split(args.data_root, 'train', args.size)
     val_caps, val_x = load_split(args.data_root, 'val', args.size)
-    words = WordCondition(train_caps)
-    train_ids, val_ids = words.ids(train_caps), words.ids(val_caps)
+    if args.condition == 'words':
+        words = WordCondition(train_caps)
+        train_ids, val_ids = words.ids(train_caps), words.ids(val_caps)
+    else:
+        words = EncodedCondition(train_caps + val_caps,
+                                 trainable=args.condition == 'trained-text-encoder',
+                                 zero_padding=args.zero_padding)
+        train_ids = torch.arange(len(train_caps))
+        val_ids = torch.arange(len(val_caps)) + len(train_caps)
     vae = (AutoencoderKL.from_pretrained(args.vae, local_files_only=True).eval() if args.vae
            else None)
     if vae is not None:  # latents once, from the posterior's mean (a common cache)
@@ -139,7 +177,8 @@ def main() -> None:
     unet_cfg = dict(UNET, sample_size=shape[-1], in_channels=shape[0], out_channels=shape[0],
                     **args.unet_options)
     if unet_cfg.get('class_embed_type') == 'projection':
-        unet_cfg.setdefault('projection_class_embeddings_input_dim', WIDTH * len(ATTRIBUTES))
+        unet_cfg.setdefault('projection_class_embeddings_input_dim',
+                            words(val_ids[:1]).flatten(1).shape[1])
     unet = UNet2DConditionModel(**unet_cfg)
     # latents are not confined to [-1, 1] as pixels are: do not clip the x0 estimates
     scheduler_cfg = {**SCHEDULER, 'clip_sample': vae is None, **args.scheduler_options}
