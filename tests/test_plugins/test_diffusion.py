@@ -643,6 +643,7 @@ def test_sd_pretraining_writes_a_folder_the_pretrained_recipe_builds_from(tmp_pa
     from mmengine.config import Config
     from transformers import CLIPTextModel
     import vlm2.plugins.diffusion  # noqa: F401
+    from vlm2.plugins.diffusion.conditioner import SuperLinkConditioner
     from vlm2.datasets.shapes_world import generate_shapes_world
     from vlm2.plugins.diffusion import benchmark, sd_pretrain, vae_pretrain
     root, vae, sd = tmp_path / 'sw1', tmp_path / 'vae', tmp_path / 'sd'
@@ -679,6 +680,14 @@ def test_sd_pretraining_writes_a_folder_the_pretrained_recipe_builds_from(tmp_pa
         target, full = gen.text_encoder([caption]), saved(ids).last_hidden_state
     assert torch.equal(target[:, :8], full[:, :8])  # the caption's 8 words
     assert not target[:, 8:].any() and full[:, 8:].abs().sum() > 0
+    # the recipe's conditioner has no final LayerNorm, so its tokens are not each normalised
+    # to unit variance over the channels (which would make a zero token impossible)
+    states = torch.randn(2, 64, 256)
+    with torch.no_grad():
+        free = gen.conditioner(states).std(-1)
+        normed = SuperLinkConditioner(256, 64, num_heads=4)(states).std(-1)
+    assert torch.allclose(normed, torch.ones_like(normed), atol=0.01)
+    assert (free - 1).abs().min() > 0.1
     # through the frozen UNet (which reads the flattened condition too), the denoising loss
     # still reaches the condition, so the super link learns
     assert gen.unet.config.class_embed_type == 'projection'

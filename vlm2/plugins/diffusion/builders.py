@@ -96,7 +96,8 @@ class FrozenTextEncoder(nn.Module):
     ``zero_padding``: the embedding is zero past the text's end (the padding tokens), so it
     carries the text's words only; a UNet that reads the whole flattened condition through
     its time embedding learnt faster on it (plugin README, "A pretrained tiny Stable
-    Diffusion").
+    Diffusion"). For tokenizers with a padding token of their own (CLIP's pads with its end
+    token, which would be zeroed too).
     """
 
     def __init__(self, key: str, pretrained: Optional[str] = None,

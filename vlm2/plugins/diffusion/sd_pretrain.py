@@ -20,11 +20,9 @@ sampled with the config's ``test_cfg``) and ``samples.png``.
 """
 import argparse
 import json
-import math
 import os
 import os.path as osp
 import sys
-import time
 from typing import Optional
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
@@ -39,7 +37,8 @@ from PIL import Image  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from vlm2.plugins.diffusion.transforms import load_rgb, square_image  # noqa: E402
+from vlm2.plugins.diffusion.budget import train_within_budget  # noqa: E402
+from vlm2.plugins.diffusion.transforms import load_rgb, square_image, to_uint8  # noqa: E402
 
 #: The recipe whose [GEN] decoder (UNet config, VAE, scheduler, text encoder) is pretrained.
 CONFIG = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
@@ -115,28 +114,16 @@ def pretrain_sd(data_root: str, out_dir: str, minutes: float = 20.0, max_iters: 
     train_cond = torch.cat([text(c) for c in tqdm(batches(train_caps), desc='conditions')])
     opt = torch.optim.AdamW(dec.unet.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    budget, clock, it, losses = minutes * 60, 0.0, 0, []
-    bar = tqdm(desc='train (tiny SD)', unit='it')
-    while clock < budget and not (max_iters and it >= max_iters):
-        start = time.time()
-        progress = max(clock / budget, it / max_iters if max_iters else 0.0)
-        for group in opt.param_groups:
-            group['lr'] = lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    def step_loss() -> torch.Tensor:
         idx = torch.randint(0, len(train_cond), (batch_size,), generator=gen)
-        loss = dec.latent_loss(train_cond[idx], train_z[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        clock += time.time() - start
-        it += 1
-        losses.append(loss.item())
-        bar.update()
-        bar.set_postfix(loss=f'{np.mean(losses[-50:]):.4f}')
-    bar.close()
+        return dec.latent_loss(train_cond[idx], train_z[idx])
+
+    trained = train_within_budget(opt, step_loss, minutes, max_iters, desc='train (tiny SD)')
     dec.eval()
     with torch.no_grad():
         images = torch.cat([dec.generate(text(c)) for c in batches(val_caps)]).numpy()
-    refs = ((val_x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    refs = to_uint8(val_x)
     metric = ShapesGenerationMetric()
     metric.process({}, [dict(task='gen', caption=c, target_image=r, pred_image=p)
                         for c, r, p in zip(val_caps, refs.numpy(), images)])
@@ -148,8 +135,7 @@ def pretrain_sd(data_root: str, out_dir: str, minutes: float = 20.0, max_iters: 
     dec.scheduler.save_pretrained(osp.join(out_dir, 'scheduler'))
     grid = make_grid(torch.from_numpy(images[:24]).permute(0, 3, 1, 2), nrow=8, padding=0)
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(osp.join(out_dir, 'samples.png'))
-    report = dict(iterations=it, train_minutes=round(clock / 60, 2), batch_size=batch_size,
-                  lr=lr, final_loss=float(np.mean(losses[-50:])), num_train=len(train_caps),
+    report = dict(**trained, batch_size=batch_size, lr=lr, num_train=len(train_caps),
                   test_cfg=dec.test_cfg, unet_options={**UNET_OPTIONS, **(unet_options or {})},
                   text_encoder_options=TEXT_ENCODER_OPTIONS,
                   analyser_on_val_captions={k.split('/')[-1]: round(float(v), 3)

@@ -15,10 +15,8 @@ MSE, minutes) and ``reconstructions.png`` (pictures over their reconstructions).
 """
 import argparse
 import json
-import math
 import os.path as osp
 import sys
-import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 if ROOT not in sys.path:
@@ -32,6 +30,7 @@ from PIL import Image  # noqa: E402
 from torch import Tensor  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from vlm2.plugins.diffusion.budget import train_within_budget  # noqa: E402
 from vlm2.plugins.diffusion.transforms import load_rgb, square_image, to_uint8  # noqa: E402
 
 #: The tiny recipe's VAE: 4 latent channels at a quarter of the side (64 px → 16×16×4).
@@ -78,29 +77,17 @@ def pretrain_vae(data_root: str, out_dir: str, minutes: float = 10.0, max_iters:
     vae = AutoencoderKL(**VAE_CONFIG, sample_size=size)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    budget, clock, it, losses = minutes * 60, 0.0, 0, []
-    bar = tqdm(desc='train (VAE)', unit='it')
-    while clock < budget and not (max_iters and it >= max_iters):
-        start = time.time()
-        progress = max(clock / budget, it / max_iters if max_iters else 0.0)
-        for group in opt.param_groups:
-            group['lr'] = lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    def step_loss() -> Tensor:
         x = train_x[torch.randint(0, len(train_x), (batch_size,), generator=gen)]
         if crop < size:
             i, j = torch.randint(0, size - crop + 1, (2,), generator=gen).tolist()
             x = x[:, :, i:i + crop, j:j + crop]
         posterior = vae.encode(x).latent_dist
-        loss = F.mse_loss(vae.decode(posterior.sample(generator=gen)).sample, x) \
+        return F.mse_loss(vae.decode(posterior.sample(generator=gen)).sample, x) \
             + kl_weight * posterior.kl().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        clock += time.time() - start
-        it += 1
-        losses.append(loss.item())
-        bar.update()
-        bar.set_postfix(loss=f'{np.mean(losses[-50:]):.4f}')
-    bar.close()
+
+    trained = train_within_budget(opt, step_loss, minutes, max_iters, desc='train (VAE)')
     vae.eval()
     with torch.no_grad():
         latents = torch.cat([vae.encode(b).latent_dist.mode() for b in val_x.split(32)])
@@ -116,9 +103,7 @@ def pretrain_vae(data_root: str, out_dir: str, minutes: float = 10.0, max_iters:
     Image.fromarray(np.concatenate([np.concatenate(list(refs[:8]), 1),
                                     np.concatenate(list(preds[:8]), 1)])).save(
         osp.join(out_dir, 'reconstructions.png'))
-    report = dict(iterations=it, train_minutes=round(clock / 60, 2),
-                  final_loss=float(np.mean(losses[-50:])),
-                  val_mse=float(F.mse_loss(recon, val_x)),
+    report = dict(**trained, val_mse=float(F.mse_loss(recon, val_x)),
                   latent_shape=list(latents.shape[1:]),
                   scaling_factor=vae.config.scaling_factor,
                   analyser_on_reconstructions={k.split('/')[-1]: round(float(v), 3)
