@@ -110,6 +110,24 @@ def test_denoising_loss_reaches_the_gen_table_and_the_llm():
     assert model.super_link.decoders['gen'].conditioner.proj[0].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize('state_grad', [0.0, 0.5])
+def test_state_grad_scales_what_reaches_the_llm_not_the_conditioner(state_grad):
+    grads = {}
+    for scale in (1.0, state_grad):
+        model = build()
+        model.super_link.decoders['gen'].state_grad = scale
+        losses = run(model, [gen_sample(0), gen_sample(1)], 'loss')
+        losses['gen.loss_diffusion'].backward()
+        grads[scale] = (model.super_link.queries['gen'].weight.grad,
+                        model.super_link.decoders['gen'].conditioner.proj[0].weight.grad)
+    (table, proj), (table_s, proj_s) = grads[1.0], grads[state_grad]
+    assert torch.allclose(proj_s, proj)  # the same forward pass, the conditioner's gradient
+    if state_grad == 0.0:
+        assert table_s is None or not table_s.any()
+    else:
+        assert torch.allclose(table_s, state_grad * table, atol=1e-7)
+
+
 @pytest.mark.parametrize('sampler', ['DDIMScheduler', 'DPMSolverMultistepScheduler'])
 def test_same_seed_gives_bit_identical_images_and_another_seed_does_not(sampler):
     from vlm2.plugins.diffusion.builders import sampler_class

@@ -63,6 +63,10 @@ class DiffusionDecoder(BaseTaskDecoder):
             step, sharing the sample's condition and source: the UNet sees several noise
             levels per pass of the LLM (MAR's ``diffusion_batch_mul``, Li et al. 2024). The
             loss is their mean, so the condition's gradient keeps its scale.
+        state_grad: the fraction of this decoder's gradient that reaches the query states (and
+            through them the LLM and the query table); the conditioner always gets all of it.
+            1.0 (the paper: trained end to end); 0.0 detaches the states, so the LLM learns
+            from its language loss only.
         snr_gamma: when set, each sample's denoising MSE is weighted by min(SNR, γ) / SNR
             (ε target) or min(SNR, γ) / (SNR + 1) (v target), Min-SNR-γ (Hang et al. 2023;
             diffusers' ``--snr_gamma``, 5.0 there), which balances the noise levels so
@@ -83,7 +87,7 @@ class DiffusionDecoder(BaseTaskDecoder):
                  text_encoder: Optional[dict] = None, align_weight: float = 0.1,
                  teacher_prob: float = 0.0,
                  cond_dropout: float = 0.1, noise_repeats: int = 1,
-                 snr_gamma: Optional[float] = None,
+                 state_grad: float = 1.0, snr_gamma: Optional[float] = None,
                  conditioner: Optional[dict] = None, test_cfg: Optional[dict] = None,
                  routing_tokens=None,
                  num_queries: Optional[int] = None, init_cfg: Optional[dict] = None,
@@ -136,6 +140,9 @@ class DiffusionDecoder(BaseTaskDecoder):
         if int(noise_repeats) < 1:
             raise ValueError(f'{key}.noise_repeats must be ≥ 1, got {noise_repeats}')
         self.noise_repeats = int(noise_repeats)
+        if not 0.0 <= state_grad <= 1.0:
+            raise ValueError(f'{key}.state_grad must be in [0, 1], got {state_grad}')
+        self.state_grad = state_grad
         if snr_gamma is not None and snr_gamma <= 0:
             raise ValueError(f'{key}.snr_gamma must be > 0 (or None), got {snr_gamma}')
         self.snr_gamma = snr_gamma
@@ -197,7 +204,10 @@ class DiffusionDecoder(BaseTaskDecoder):
     # ---- training --------------------------------------------------------------------------
     def loss(self, phrases: list[LinkedPhrases],
              data_samples: list[VLMDataSample]) -> dict[str, Tensor]:
-        cond = self.conditioner(self._states(phrases, training=True))
+        states = self._states(phrases, training=True)
+        if self.state_grad < 1.0:  # the forward value is unchanged, the gradient scaled
+            states = states.detach() + self.state_grad * (states - states.detach())
+        cond = self.conditioner(states)
         losses = {}
         if self.text_encoder is not None:
             texts = [str(s.get(self.text_field, '')) for s in data_samples]
