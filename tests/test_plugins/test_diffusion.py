@@ -308,6 +308,101 @@ def test_alignment_loss_against_a_frozen_text_encoder_trains_the_link_only():
     assert not dec.text_encoder.model.training  # frozen, so always in eval mode
 
 
+def test_contrastive_alignment_acts_where_captions_differ_and_queues_their_targets():
+    from vlm2.plugins.diffusion.alignment import ContrastiveAlignment
+    torch.manual_seed(0)
+    align = ContrastiveAlignment(num_tokens=3, width=8, queue_size=4, temperature=0.1)
+    target = torch.randn(2, 3, 8)
+    target[1, :2] = target[0, :2]  # the captions differ at their last token only
+    cond = (target + 0.3 * torch.randn_like(target)).requires_grad_(True)
+    align(cond, target).backward()
+    assert not cond.grad[:, :2].any() and cond.grad[:, 2].abs().sum() > 0
+    assert int(align.filled) == 2 and torch.equal(align.queue[:2], target)
+    # its own caption's tokens score lower than another's
+    other = torch.randn(2, 3, 8)
+    with torch.no_grad():
+        assert align(target, target) < align(other, target)
+    assert int(align.filled) == 4 and int(align.ptr) == 2  # 6 targets in 4 places: wrapped
+    align(target[:1] + 1, target[:1] + 1)
+    assert torch.equal(align.queue[2], target[0] + 1) and int(align.filled) == 4
+    align.eval()  # evaluation does not change the queue
+    align(cond.detach(), other)
+    assert torch.equal(align.queue[3], target[1]) and int(align.ptr) == 3
+
+
+def test_contrastive_alignment_loss_reaches_the_link_and_needs_a_text_encoder():
+    import vlm2.plugins.diffusion  # noqa: F401
+    init_default_scope('vlm2')
+    torch.manual_seed(0)
+    decs = decoders()
+    decs['gen'].update(align_contrast=dict(weight=2.0, queue_size=8))
+    cfg = tiny_model_cfg(decoders=decs)
+    cfg['tokenizer'] = dict(type='WordLevelTokenizer', words=WORDS)
+    with pytest.raises(ValueError, match=r'TextToImageDecoder>.align_contrast needs a text_encoder'):
+        MODELS.build(cfg)
+    decs['gen'].update(text_encoder=TINY_TEXT_ENCODER)
+    model = MODELS.build(tiny_model_cfg(decoders=decs) | dict(tokenizer=cfg['tokenizer']))
+    a, b = gen_sample(0), gen_sample(1)
+    b.caption = 'a blue circle'
+    losses = run(model, [a, b], 'loss')
+    assert losses['gen.loss_align_contrast'] > 0
+    losses['gen.loss_align_contrast'].backward()
+    assert model.super_link.queries['gen'].weight.grad.abs().sum() > 0
+    assert int(model.super_link.decoders['gen'].contrast.filled) == 2
+
+
+def test_condition_probe_scores_the_tokens_where_texts_differ_by_word():
+    from vlm2.plugins.diffusion.builders import FrozenTextEncoder
+    from vlm2.plugins.diffusion.condition_probe import condition_accuracy
+    init_default_scope('vlm2')
+    # zero layers, as the tiny recipes': each token is its word at its place
+    enc = FrozenTextEncoder('enc', **dict(TINY_TEXT_ENCODER, config=dict(
+        TINY_TEXT_ENCODER['config'], num_hidden_layers=0)))
+    texts = ['a red circle', 'a blue circle', 'a red circle']
+    target = enc(texts)
+    exact = condition_accuracy(target, texts, enc)
+    # the colour token (2nd) differs, 'a' and 'circle' and the padding do not
+    assert exact['num_tokens'] == 3 and exact['accuracy'] == 1.0
+    assert set(exact['by_word']) == {'red', 'blue'}
+    swapped = target.clone()
+    swapped[1, 1] = target[0, 1]  # the blue caption's condition says red
+    out = condition_accuracy(swapped, texts, enc)
+    assert out['by_word']['blue'] == dict(accuracy=0.0, num=1)
+    assert out['by_word']['red'] == dict(accuracy=1.0, num=2)
+    with pytest.raises(ValueError, match='2 conditions for 3 texts'):
+        condition_accuracy(target[:2], texts, enc)
+
+
+def test_condition_recorder_sees_what_the_decoder_predicts_from():
+    from vlm2.plugins.diffusion.condition_probe import ConditionRecorder
+    model = build()
+    dec = model.super_link.decoders['gen']
+    rec = ConditionRecorder(dec)
+    model.eval()
+    with torch.no_grad():
+        out = run(model, [gen_sample(0), gen_sample(1)], 'predict')
+    assert all(s.get('pred_image') is not None for s in out)
+    assert rec.texts == ['a red circle'] * 2 and rec.conds[0].shape == (2, 77, 16)
+    assert rec.accuracy() is None  # no text encoder to compare with
+    rec.remove()
+    assert dec.predict.__func__ is type(dec).predict
+
+
+def test_edit_reply_without_an_image_to_edit_gets_no_picture_and_a_warning(monkeypatch):
+    from vlm2.plugins.diffusion import decoder as decoder_module
+    logged = []
+    monkeypatch.setattr(decoder_module, 'print_log', lambda msg, **kw: logged.append(msg))
+    model = build(edit_vae=True)
+    dec = model.super_link.decoders['edit']
+    with_image, without = edit_sample(0), edit_sample(1)
+    del without.source_image  # and no img_path: a text-only prompt answered with [EDIT]
+    states = torch.randn(2, dec.num_queries, model.llm.config.hidden_size)
+    dec._states = lambda phrases, training: states[:len(phrases)]
+    out = dec.predict([None, None], [with_image, without])
+    assert out[0].pred_image.shape == (SIZE, SIZE, 3) and 'pred_image' not in out[1]
+    assert any('1 of 2 samples have no image to edit' in m for m in logged)
+
+
 def test_teacher_condition_replaces_the_links_in_the_denoising_loss_only():
     import vlm2.plugins.diffusion  # noqa: F401
     init_default_scope('vlm2')
@@ -656,6 +751,16 @@ def test_vae_pretraining_writes_a_folder_the_latent_recipe_builds_from(tmp_path,
     assert calls == [str(tmp_path / 'missing')]
 
 
+def test_sd_pretraining_noise_lands_on_the_caption_tokens_only():
+    from vlm2.plugins.diffusion.sd_pretrain import noisy
+    cond = torch.zeros(2, 77, 64)
+    cond[:, :8] = torch.randn(2, 8, 64)  # 8 caption tokens, zero padding after them
+    out = noisy(cond, torch.tensor([0.0, 0.5])[:, None, None], torch.Generator().manual_seed(0))
+    assert torch.equal(out[0], cond[0])  # σ = 0: exact
+    assert not out[1, 8:].any()  # the padding stays zero
+    assert 0.4 < (out[1, :8] - cond[1, :8]).std() < 0.6
+
+
 def test_sd_pretraining_writes_a_folder_the_pretrained_recipe_builds_from(tmp_path,
                                                                          monkeypatch):
     from mmengine.config import Config
@@ -672,6 +777,7 @@ def test_sd_pretraining_writes_a_folder_the_pretrained_recipe_builds_from(tmp_pa
         str(root), str(sd), minutes=5, max_iters=2, batch_size=2,
         cfg_options={key + 'vae.pretrained': str(vae), key + 'test_cfg.num_steps': 2})
     assert report['iterations'] == 2 and report['analyser_on_val_captions']['gen_num'] == 2
+    assert report['analyser_on_noisy_val_captions']['gen_num'] == 2
     assert (sd / 'samples.png').is_file()
     init_default_scope('vlm2')
     cfg = Config.fromfile('vlm2/plugins/diffusion/configs/visionllmv2_tiny_shapes_gen_sd.py')

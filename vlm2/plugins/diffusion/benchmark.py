@@ -10,7 +10,9 @@ images with one shape; edits whose source image has one shape), evaluates on the
 subset of the validation split (held-out images), measures the latency of one
 64x64 image at 20 scheduler steps, and writes ``benchmark.json`` and ``grid.png`` to the work
 dir. The training stops at ``--max-iters`` or when the training budget is spent, whichever
-comes first; the evaluation time is counted in the total budget.
+comes first; the evaluation time is counted in the total budget. ``condition_probe`` in the
+report says, for decoders with a text encoder, how often the link's condition tokens are
+nearest their text's (``condition_probe.py``), word by word.
 
 The default ``--data-root`` is a ShapesWorld of one shape per image (4,000 training and 100
 validation images, seed 0), written on the first run when the folder is missing: the main
@@ -37,6 +39,7 @@ from mmengine.runner import Runner  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from vlm2.engine import BudgetHook  # noqa: E402
+from vlm2.plugins.diffusion.condition_probe import ConditionRecorder  # noqa: E402
 from vlm2.utils import set_link_lr_mult  # noqa: E402
 
 RECIPE = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
@@ -269,10 +272,14 @@ def main() -> None:
         train_time = time.time() - start
         iters = runner.iter
         runner.save_checkpoint(args.work_dir, 'final.pth')
+    model = runner.model
+    recorders = {k: ConditionRecorder(d) for k, d in model.super_link.decoders.items()
+                 if hasattr(d, 'conditioner')}
     t = time.time()
     metrics = runner.val_loop.run()
     eval_time = time.time() - t
-    model = runner.model
+    for r in recorders.values():
+        r.remove()
     from vlm2.apis import build_inference_pipeline
     model.cfg = cfg
     lat = latency(model, build_inference_pipeline(cfg))
@@ -284,7 +291,8 @@ def main() -> None:
                   subsets={k: v['num'] for k, v in subsets.items()},
                   analyser_on_reference_images=analyser_ceiling(args.data_root),
                   pretrained_here=pretrained,
-                  metrics={k: float(v) for k, v in metrics.items()}, latency=lat)
+                  metrics={k: float(v) for k, v in metrics.items()}, latency=lat,
+                  condition_probe={k: r.accuracy() for k, r in recorders.items()})
     with open(osp.join(args.work_dir, 'benchmark.json'), 'w') as f:
         json.dump(result, f, indent=1)
     print(json.dumps(result, indent=1))

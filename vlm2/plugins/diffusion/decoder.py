@@ -23,6 +23,7 @@ from vlm2.registry import MODELS
 from vlm2.structures import LinkedPhrases, VLMDataSample
 from .builders import (FrozenTextEncoder, build_scheduler, build_unet, build_vae,
                        expand_conv_in, sampler_class)
+from .alignment import ContrastiveAlignment
 from .conditioner import SuperLinkConditioner
 from .transforms import load_rgb, square_image, to_tensor, to_uint8
 
@@ -51,6 +52,10 @@ class DiffusionDecoder(BaseTaskDecoder):
         text_encoder: a frozen CLIP text encoder, ``dict(pretrained=folder)`` or
             ``dict(config=..., tokenizer=..., seed=...)`` (:class:`FrozenTextEncoder`); when
             given, ``align_weight`` × MSE(condition, its caption embedding) is added.
+        align_contrast: with a ``text_encoder``, ``dict(weight=, queue_size=256,
+            temperature=0.1)`` adds ``weight`` × :class:`ContrastiveAlignment`, which asks
+            each condition token to be nearer its caption's than other captions' (not the
+            paper's; None, the default, leaves the paper's mean square alone).
         teacher_prob: with a ``text_encoder``, the probability that a training sample's
             denoising loss reads the frozen encoder's embedding of its text instead of the
             link's condition. Not the paper's: its UNet is pretrained on CLIP text
@@ -85,6 +90,7 @@ class DiffusionDecoder(BaseTaskDecoder):
                  sampler: str = 'DDIMScheduler', vae: Optional[dict] = None,
                  pixel_patch: int = 1, image_size: int = 512, train_unet: bool = True,
                  text_encoder: Optional[dict] = None, align_weight: float = 0.1,
+                 align_contrast: Optional[dict] = None,
                  teacher_prob: float = 0.0,
                  cond_dropout: float = 0.1, noise_repeats: int = 1,
                  state_grad: float = 1.0, snr_gamma: Optional[float] = None,
@@ -130,6 +136,15 @@ class DiffusionDecoder(BaseTaskDecoder):
                 raise ValueError(f'{key}.text_encoder: its width {self.text_encoder.width} '
                                  f'differs from the UNet\'s cross_attention_dim {width}')
         self.align_weight = align_weight
+        self.contrast, self.contrast_weight = None, 0.0
+        if align_contrast is not None:
+            if self.text_encoder is None:
+                raise ValueError(f'{key}.align_contrast needs a text_encoder: it contrasts '
+                                 'the condition with its embeddings of the texts')
+            opts = dict(align_contrast)
+            self.contrast_weight = float(opts.pop('weight', 1.0))
+            self.contrast = ContrastiveAlignment(self.conditioner.queries.shape[0], width,
+                                                 **opts)
         if not 0.0 <= teacher_prob <= 1.0:
             raise ValueError(f'{key}.teacher_prob must be in [0, 1], got {teacher_prob}')
         if teacher_prob and self.text_encoder is None:
@@ -213,6 +228,9 @@ class DiffusionDecoder(BaseTaskDecoder):
             texts = [str(s.get(self.text_field, '')) for s in data_samples]
             target = self.text_encoder(texts).to(cond.device)
             losses['loss_align'] = self.align_weight * F.mse_loss(cond.float(), target.float())
+            if self.contrast is not None:
+                losses['loss_align_contrast'] = self.contrast_weight * self.contrast(cond,
+                                                                                     target)
             if self.teacher_prob:
                 teach = torch.rand(cond.shape[0], device=cond.device) < self.teacher_prob
                 cond = torch.where(teach[:, None, None], target.to(cond.dtype), cond)
@@ -282,11 +300,20 @@ class DiffusionDecoder(BaseTaskDecoder):
     # ---- inference ---------------------------------------------------------------------------
     def predict(self, phrases: list[LinkedPhrases],
                 data_samples: list[VLMDataSample]) -> list[VLMDataSample]:
+        keep = [i for i, s in enumerate(data_samples) if not self.uses_source
+                or s.get('source_image') is not None or s.metainfo.get('img_path')]
+        if len(keep) < len(data_samples):  # a reply that asks to edit with no image given
+            print_log(f'{type(self).__name__}: {len(data_samples) - len(keep)} of '
+                      f'{len(data_samples)} samples have no image to edit; no pred_image '
+                      'for them', logger='current', level=30)
+            if not keep:
+                return data_samples
         with torch.no_grad():
-            cond = self.conditioner(self._states(phrases, training=False))
-            images = self.generate(cond, self._sources(data_samples, cond.device))
-        for s, img in zip(data_samples, images.cpu().numpy()):
-            s.pred_image = img
+            cond = self.conditioner(self._states([phrases[i] for i in keep], training=False))
+            images = self.generate(cond, self._sources([data_samples[i] for i in keep],
+                                                       cond.device))
+        for i, img in zip(keep, images.cpu().numpy()):
+            data_samples[i].pred_image = img
         return data_samples
 
     @torch.no_grad()

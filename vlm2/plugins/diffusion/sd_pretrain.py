@@ -16,7 +16,15 @@ the repository root::
 The UNet is the config's [GEN] UNet (``--unet-options`` changes it); the unconditional
 condition is zeros, the value a fresh :class:`SuperLinkConditioner`'s ``null`` starts from.
 Writes the folder, ``sd_pretrain.json`` (the analyser on the validation captions,
-sampled with the config's ``test_cfg``) and ``samples.png``.
+sampled with the config's ``test_cfg``, from their exact conditions and from conditions with
+noise) and ``samples.png``.
+
+``cond_noise``: each training sample's caption tokens get Gaussian noise of a standard
+deviation drawn uniformly from [0, ``cond_noise``] (conditioning augmentation, as cascaded
+diffusion models noise their low-resolution condition, Ho et al. 2021). SD v1.5 learnt from
+the continuum of CLIP embeddings of billions of captions; this UNet would see about 120
+exact ones, and a frozen UNet that reads only those draws nothing sensible from the
+approximate condition the super link gives while it learns (plugin README).
 """
 import argparse
 import json
@@ -68,13 +76,23 @@ def captioned(data_root: str, split: str, size: int) -> tuple[list[str], torch.T
     return [r['caption'] for r in rows], x
 
 
+def noisy(cond: torch.Tensor, sigma: torch.Tensor,
+          generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """``cond`` (B, T, width) with Gaussian noise of standard deviation ``sigma``
+    (broadcast over it) on its nonzero tokens; zero padding stays zero."""
+    noise = torch.randn(cond.shape, generator=generator).to(cond)
+    return cond + sigma.to(cond) * noise * (cond != 0).any(-1, keepdim=True)
+
+
 def pretrain_sd(data_root: str, out_dir: str, minutes: float = 20.0, max_iters: int = 0,
                 config: str = CONFIG, unet_options: Optional[dict] = None,
-                cfg_options: Optional[dict] = None, batch_size: int = 16, lr: float = 1e-3, seed: int = 0) -> dict:
+                cfg_options: Optional[dict] = None, batch_size: int = 16, lr: float = 1e-3,
+                seed: int = 0, cond_noise: float = 0.5, eval_noise: float = 0.3) -> dict:
     """Train the UNet for ``minutes`` (or ``max_iters`` > 0 iterations,
     whichever comes first) with a cosine learning rate over the budget, save them to
     ``out_dir``, and return the report. ``cfg_options`` are merged into the config (as
-    ``--cfg-options``), e.g. another VAE folder."""
+    ``--cfg-options``), e.g. another VAE folder. ``eval_noise``: the standard deviation of
+    the noise on the caption tokens in the second evaluation."""
     import vlm2.plugins.diffusion  # noqa: F401  registers the decoders
     from vlm2.plugins.diffusion.builders import FrozenTextEncoder
     from vlm2.plugins.diffusion.metrics import ShapesGenerationMetric
@@ -117,17 +135,26 @@ def pretrain_sd(data_root: str, out_dir: str, minutes: float = 20.0, max_iters: 
 
     def step_loss() -> torch.Tensor:
         idx = torch.randint(0, len(train_cond), (batch_size,), generator=gen)
-        return dec.latent_loss(train_cond[idx], train_z[idx])
+        sigma = torch.rand(batch_size, 1, 1, generator=gen) * cond_noise
+        return dec.latent_loss(noisy(train_cond[idx], sigma, gen), train_z[idx])
 
     trained = train_within_budget(opt, step_loss, minutes, max_iters, desc='train (tiny SD)')
     dec.eval()
-    with torch.no_grad():
-        images = torch.cat([dec.generate(text(c)) for c in batches(val_caps)]).numpy()
-    refs = to_uint8(val_x)
-    metric = ShapesGenerationMetric()
-    metric.process({}, [dict(task='gen', caption=c, target_image=r, pred_image=p)
-                        for c, r, p in zip(val_caps, refs.numpy(), images)])
-    scores = metric.evaluate(len(val_caps))
+    refs = to_uint8(val_x).numpy()
+    noise_gen = torch.Generator().manual_seed(seed)
+
+    def analyse(sigma: float) -> tuple[dict, np.ndarray]:
+        with torch.no_grad():
+            images = torch.cat([dec.generate(noisy(text(c), torch.tensor(sigma), noise_gen))
+                                for c in batches(val_caps)]).numpy()
+        metric = ShapesGenerationMetric()
+        metric.process({}, [dict(task='gen', caption=c, target_image=r, pred_image=p)
+                            for c, r, p in zip(val_caps, refs, images)])
+        return ({k.split('/')[-1]: round(float(v), 3)
+                 for k, v in metric.evaluate(len(val_caps)).items()}, images)
+
+    scores, images = analyse(0.0)
+    noisy_scores, _ = analyse(eval_noise)
     os.makedirs(out_dir, exist_ok=True)
     dec.unet.save_pretrained(osp.join(out_dir, 'unet'))
     text.model.save_pretrained(osp.join(out_dir, 'text_encoder'))
@@ -135,11 +162,12 @@ def pretrain_sd(data_root: str, out_dir: str, minutes: float = 20.0, max_iters: 
     dec.scheduler.save_pretrained(osp.join(out_dir, 'scheduler'))
     grid = make_grid(torch.from_numpy(images[:24]).permute(0, 3, 1, 2), nrow=8, padding=0)
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(osp.join(out_dir, 'samples.png'))
-    report = dict(**trained, batch_size=batch_size, lr=lr, num_train=len(train_caps),
-                  test_cfg=dec.test_cfg, unet_options={**UNET_OPTIONS, **(unet_options or {})},
+    report = dict(**trained, batch_size=batch_size, lr=lr, cond_noise=cond_noise,
+                  num_train=len(train_caps), test_cfg=dec.test_cfg,
+                  unet_options={**UNET_OPTIONS, **(unet_options or {})},
                   text_encoder_options=TEXT_ENCODER_OPTIONS,
-                  analyser_on_val_captions={k.split('/')[-1]: round(float(v), 3)
-                                            for k, v in scores.items()})
+                  analyser_on_val_captions=scores,
+                  analyser_on_noisy_val_captions=dict(noise=eval_noise, **noisy_scores))
     with open(osp.join(out_dir, 'sd_pretrain.json'), 'w') as f:
         json.dump(report, f, indent=1)
     return report
@@ -155,13 +183,17 @@ def main() -> None:
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--lr', type=float, default=1e-3)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--cond-noise', type=float, default=0.5,
+                        help='the largest standard deviation of the training noise on the '
+                             'caption tokens (0: exact conditions)')
+    parser.add_argument('--eval-noise', type=float, default=0.3)
     parser.add_argument('--unet-options', nargs='+', action=DictAction, default={},
                         help=f'UNet config entries over the config\'s and {UNET_OPTIONS}')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
     args = parser.parse_args()
     report = pretrain_sd(args.data_root, args.out_dir, args.minutes, args.max_iters,
                          args.config, args.unet_options, args.cfg_options, args.batch_size,
-                         args.lr, args.seed)
+                         args.lr, args.seed, args.cond_noise, args.eval_noise)
     print(json.dumps(report, indent=1))
 
 
