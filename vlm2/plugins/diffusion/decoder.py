@@ -21,9 +21,9 @@ from torch import Tensor
 from vlm2.models import BaseTaskDecoder
 from vlm2.registry import MODELS
 from vlm2.structures import LinkedPhrases, VLMDataSample
+from .alignment import ContrastiveAlignment
 from .builders import (FrozenTextEncoder, build_scheduler, build_unet, build_vae,
                        expand_conv_in, sampler_class)
-from .alignment import ContrastiveAlignment
 from .conditioner import SuperLinkConditioner
 from .transforms import load_rgb, square_image, to_tensor, to_uint8
 
