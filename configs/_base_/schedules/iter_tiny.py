@@ -3,7 +3,9 @@ max_iters = 1500
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
-# bf16 autocast (the paper trains in bf16); on a CPU it doubles the tiny model's speed.
+# bf16 autocast (the paper trains in bf16); on a CPU with native bf16 it doubles the tiny
+# model's speed. On one without (AVX2 only) it is many times slower, and the wrapper
+# trains in float32 instead (cpu_fallback, vlm2/engine/optim_wrapper.py).
 optim_wrapper = dict(type='BF16AutocastOptimWrapper',
                      optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.0, betas=(0.9, 0.98)),
                      clip_grad=dict(max_norm=1.0))
