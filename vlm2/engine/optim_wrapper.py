@@ -1,5 +1,6 @@
 """bf16 autocast around the forward pass, on any device."""
 from contextlib import contextmanager
+from functools import lru_cache
 
 import torch
 from mmengine.logging import print_log
@@ -8,6 +9,7 @@ from mmengine.optim import OptimWrapper
 from vlm2.registry import OPTIM_WRAPPERS
 
 
+@lru_cache(maxsize=None)  # asked on every training step; the CPU does not change
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bf16 matrix products natively (AVX-512 BF16 or AMX; oneDNN's
     own check). Without them, oneDNN emulates bf16 and PyTorch falls back to slow kernels."""

@@ -29,15 +29,24 @@ class ContrastiveAlignment(nn.Module):
                              f'and {temperature}')
         self.temperature = temperature
         self.register_buffer('queue', torch.zeros(queue_size, num_tokens, width))
-        self.register_buffer('filled', torch.zeros((), dtype=torch.long))
-        self.register_buffer('ptr', torch.zeros((), dtype=torch.long))
+        self.register_buffer('seen', torch.zeros((), dtype=torch.long))  # targets enqueued
+
+    @property
+    def filled(self) -> int:
+        """How many rows of the queue hold a target."""
+        return min(self.queue.shape[0], int(self.seen))
+
+    @property
+    def ptr(self) -> int:
+        """The row the next target goes to."""
+        return int(self.seen) % self.queue.shape[0]
 
     def forward(self, cond: Tensor, target: Tensor) -> Tensor:
         """The mean over samples and tokens of the cross-entropy of ``cond`` (B, T, W) against
         its ``target`` (B, T, W) among the batch's other targets and the queue's; then the
         batch's targets enter the queue."""
         target = target.detach().to(cond.dtype)
-        negatives = self.queue[:int(self.filled)].to(cond.dtype)
+        negatives = self.queue[:self.filled].to(cond.dtype)
         keys = torch.cat([target, negatives])  # (B + Q, T, W); sample i's key is row i
         # (B, T, B + Q) mean squares, by ||c||² - 2 c·k + ||k||² to keep memory at B·T·(B+Q)
         dist = (cond.pow(2).sum(-1, keepdim=True) - 2 * torch.einsum('btw,ktw->btk', cond, keys)
@@ -53,8 +62,7 @@ class ContrastiveAlignment(nn.Module):
     @torch.no_grad()
     def _enqueue(self, target: Tensor) -> None:
         size = self.queue.shape[0]
-        target = target[-size:]
-        idx = (int(self.ptr) + torch.arange(len(target))) % size
-        self.queue[idx.to(self.queue.device)] = target.to(self.queue.dtype)
-        self.ptr.fill_((int(self.ptr) + len(target)) % size)
-        self.filled.fill_(min(size, int(self.filled) + len(target)))
+        skipped = max(0, len(target) - size)  # a batch larger than the queue keeps its last
+        idx = (self.ptr + skipped + torch.arange(len(target) - skipped)) % size
+        self.queue[idx.to(self.queue.device)] = target[skipped:].to(self.queue.dtype)
+        self.seen += len(target)

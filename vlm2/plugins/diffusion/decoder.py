@@ -200,6 +200,12 @@ class DiffusionDecoder(BaseTaskDecoder):
                       'sample)', logger='current', level=30)
         return torch.stack(out)
 
+    def _has_source(self, sample: VLMDataSample) -> bool:
+        """Whether :meth:`_sources` finds an image to edit for ``sample`` (always true for a
+        decoder that reads none)."""
+        return (not self.uses_source or sample.get('source_image') is not None
+                or bool(sample.metainfo.get('img_path')))
+
     def _sources(self, data_samples: list[VLMDataSample], device) -> Optional[Tensor]:
         if not self.uses_source:
             return None
@@ -208,7 +214,7 @@ class DiffusionDecoder(BaseTaskDecoder):
             img = s.get('source_image')
             if img is None:
                 path = s.metainfo.get('img_path')
-                if not path:
+                if not self._has_source(s):
                     raise ValueError(f'{type(self).__name__}: sample '
                                      f'{s.metainfo.get("sample_id")} has neither a '
                                      'source_image nor an image to edit')
@@ -300,8 +306,7 @@ class DiffusionDecoder(BaseTaskDecoder):
     # ---- inference ---------------------------------------------------------------------------
     def predict(self, phrases: list[LinkedPhrases],
                 data_samples: list[VLMDataSample]) -> list[VLMDataSample]:
-        keep = [i for i, s in enumerate(data_samples) if not self.uses_source
-                or s.get('source_image') is not None or s.metainfo.get('img_path')]
+        keep = [i for i, s in enumerate(data_samples) if self._has_source(s)]
         if len(keep) < len(data_samples):  # a reply that asks to edit with no image given
             print_log(f'{type(self).__name__}: {len(data_samples) - len(keep)} of '
                       f'{len(data_samples)} samples have no image to edit; no pred_image '
