@@ -691,15 +691,23 @@ def test_benchmark_trains_and_scores_only_the_decoders_asked_for(tmp_path):
                for n in ('captions', 'edits') for s in ('train', 'val')}
     args = argparse.Namespace(config=RECIPE, data_root=str(tmp_path), work_dir=str(tmp_path),
                               batch_size=4, max_iters=10, seed=0, link_lr_mult=None,
-                              cfg_options={}, tasks=['gen'])
+                              cfg_options={}, tasks=['gen'], lr_schedule='iters')
     cfg = build_cfg(args, subsets)
     assert [d.task for d in cfg.train_dataloader.dataset.datasets] == ['gen']
     assert [d.ann_file for d in cfg.val_dataloader.dataset.datasets] == \
         [subsets['captions_val']['path']]
     assert cfg.train_dataloader.dataset.ratios == [1.0] and cfg.train_cfg.max_iters == 10
+    assert cfg.param_scheduler[-1].end == 10  # the config's cosine over --max-iters
     args.tasks = ['gen', 'edit']
     assert [d.task for d in build_cfg(args, subsets).train_dataloader.dataset.datasets] == \
         ['gen', 'edit']
+    # the default: BudgetHook sets the rate over the minutes; --max-iters 0 caps nothing
+    args.lr_schedule, args.max_iters = 'time', 0
+    cfg = build_cfg(args, subsets)
+    assert cfg.param_scheduler == [] and cfg.train_cfg.max_iters >= 10 ** 9
+    args.lr_schedule = 'iters'
+    with pytest.raises(SystemExit, match='--max-iters'):
+        build_cfg(args, subsets)
 
 
 def test_benchmark_writes_its_one_shape_world_only_when_missing(tmp_path, monkeypatch):

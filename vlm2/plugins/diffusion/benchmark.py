@@ -9,8 +9,9 @@ It trains only the [GEN] and [EDIT] sources (no VQA) on the 1-shape subset (capt
 images with one shape; edits whose source image has one shape), evaluates on the 1-shape
 subset of the validation split (held-out images), measures the latency of one
 64x64 image at 20 scheduler steps, and writes ``benchmark.json`` and ``grid.png`` to the work
-dir. The training stops at ``--max-iters`` or when the training budget is spent, whichever
-comes first; the evaluation time is counted in the total budget. ``condition_probe`` in the
+dir. The learning rate warms up and decays on a cosine over the training budget's minutes
+(``--lr-schedule time``), and training stops when they are spent or at ``--max-iters``; the
+evaluation time is counted in the total budget. ``condition_probe`` in the
 report says, for decoders with a text encoder, how often the link's condition tokens are
 nearest their text's (``condition_probe.py``), word by word.
 
@@ -143,12 +144,18 @@ def build_cfg(args, subsets: dict) -> Config:
     cfg.test_dataloader = cfg.val_dataloader
     cfg.val_evaluator = [dict(type='ShapesGenerationMetric')]
     cfg.test_evaluator = cfg.val_evaluator
-    cfg.train_cfg.max_iters = args.max_iters
     cfg.train_cfg.val_interval = 10 ** 9  # evaluated once, after the budget
-    warm = max(1, int(0.03 * args.max_iters))
-    cfg.param_scheduler[0].end = warm
-    cfg.param_scheduler[1].begin = warm
-    cfg.param_scheduler[1].end = args.max_iters
+    if args.lr_schedule == 'time':  # BudgetHook sets the rate; --max-iters only caps
+        cfg.train_cfg.max_iters = args.max_iters or 10 ** 9
+        cfg.param_scheduler = []
+    else:
+        if not args.max_iters:
+            raise SystemExit('--lr-schedule iters needs --max-iters: the schedule\'s length')
+        cfg.train_cfg.max_iters = args.max_iters
+        warm = max(1, int(0.03 * args.max_iters))
+        cfg.param_scheduler[0].end = warm
+        cfg.param_scheduler[1].begin = warm
+        cfg.param_scheduler[1].end = args.max_iters
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=10 ** 9)
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=50)
     cfg.work_dir = args.work_dir
@@ -227,8 +234,14 @@ def main() -> None:
                         help='total minutes: training stops early enough to leave '
                              '--eval-min for evaluation, latency and the grid')
     parser.add_argument('--eval-min', type=float, default=2.5)
-    parser.add_argument('--max-iters', type=int, default=700,
-                        help='the learning-rate schedule\'s length (700 fit 20 min on 2 cores)')
+    parser.add_argument('--lr-schedule', choices=('time', 'iters'), default='time',
+                        help='time (default): warm-up and cosine over the training budget, so '
+                             'a run the budget stops still ends at a low rate; iters: the '
+                             "config's schedule over --max-iters (the runs before 5 Dec 2026, "
+                             'eighteenth session, which a slower machine cut mid-schedule)')
+    parser.add_argument('--max-iters', type=int, default=0,
+                        help='the last iteration (0: the budget decides); with --lr-schedule '
+                             'iters also the schedule\'s length')
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--tasks', nargs='+', choices=('gen', 'edit'), default=['gen', 'edit'],
@@ -267,7 +280,8 @@ def main() -> None:
         runner.load_checkpoint(args.checkpoint)
         train_time, iters = 0.0, 0
     else:
-        runner.register_hook(BudgetHook(budget_s=train_s, schedule_lr=False))
+        runner.register_hook(BudgetHook(budget_s=train_s,
+                                        schedule_lr=args.lr_schedule == 'time'))
         runner.train()
         train_time = time.time() - start
         iters = runner.iter
@@ -286,7 +300,8 @@ def main() -> None:
     val_sets = runner.val_dataloader.dataset.datasets
     grid(model, val_sets, osp.join(args.work_dir, 'grid.png'))
     result = dict(command=' '.join(sys.argv), torch_threads=torch.get_num_threads(),
-                  iterations=iters, batch_size=args.batch_size, train_minutes=train_time / 60,
+                  iterations=iters, lr_schedule=args.lr_schedule, batch_size=args.batch_size,
+                  train_minutes=train_time / 60,
                   eval_minutes=eval_time / 60, total_minutes=(time.time() - start) / 60,
                   subsets={k: v['num'] for k, v in subsets.items()},
                   analyser_on_reference_images=analyser_ceiling(args.data_root),
