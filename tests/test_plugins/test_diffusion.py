@@ -776,7 +776,7 @@ def test_sd_pretraining_writes_a_folder_the_pretrained_recipe_builds_from(tmp_pa
     import vlm2.plugins.diffusion  # noqa: F401
     from vlm2.plugins.diffusion.conditioner import SuperLinkConditioner
     from vlm2.datasets.shapes_world import generate_shapes_world
-    from vlm2.plugins.diffusion import benchmark, sd_pretrain, vae_pretrain
+    from vlm2.plugins.diffusion import benchmark, ip2p_pretrain, sd_pretrain, vae_pretrain
     root, vae, sd = tmp_path / 'sw1', tmp_path / 'vae', tmp_path / 'sd'
     generate_shapes_world(str(root), seed=0, num_train=4, num_val=2, max_shapes=1)
     vae_pretrain.pretrain_vae(str(root), str(vae), minutes=5, max_iters=1, batch_size=2)
@@ -839,3 +839,54 @@ def test_sd_pretraining_writes_a_folder_the_pretrained_recipe_builds_from(tmp_pa
     assert set(benchmark.ensure_pretrained(cfg, str(root), 1, 1)) == {'no_vae', 'no_sd'}
     assert calls == [('vae', 'no_vae'),
                      ('sd', 'no_sd', {key + 'vae.pretrained': 'no_vae'})]
+    # an editing UNet of its own is pretrained after the SD, from the SD's folder
+    monkeypatch.setattr(ip2p_pretrain, 'pretrain_ip2p',
+                        lambda data_root, path, sd, minutes, cfg_options: calls.append(
+                            ('ip2p', path, sd, cfg_options)) or {})
+    calls.clear()
+    cfg.model.super_link.decoders.edit.unet.pretrained = 'no_ip2p'
+    assert list(benchmark.ensure_pretrained(cfg, str(root), 1, 1)) == \
+        ['no_vae', 'no_sd', 'no_ip2p']
+    assert calls[1:] == [('sd', 'no_sd', {key + 'vae.pretrained': 'no_vae'}),
+                         ('ip2p', 'no_ip2p', 'no_sd',
+                          {'model.super_link.decoders.edit.vae.pretrained': 'no_vae'})]
+
+
+def test_ip2p_pretraining_widens_the_sd_unet_and_writes_a_folder_the_recipe_reads(tmp_path):
+    from mmengine.config import Config
+    import vlm2.plugins.diffusion  # noqa: F401
+    from vlm2.datasets.shapes_world import generate_shapes_world
+    from diffusers import UNet2DConditionModel
+    from vlm2.plugins.diffusion import ip2p_pretrain, sd_pretrain, vae_pretrain
+    root, vae, sd, ip2p = (tmp_path / n for n in ('sw1', 'vae', 'sd', 'ip2p'))
+    generate_shapes_world(str(root), seed=0, num_train=4, num_val=2, max_shapes=1)
+    vae_pretrain.pretrain_vae(str(root), str(vae), minutes=5, max_iters=1, batch_size=2)
+    sd_pretrain.pretrain_sd(str(root), str(sd), minutes=5, max_iters=1, batch_size=2,
+                            cfg_options={'model.super_link.decoders.gen.vae.pretrained':
+                                         str(vae),
+                                         'model.super_link.decoders.gen.test_cfg.num_steps': 2})
+    with pytest.raises(FileNotFoundError, match='sd_pretrain.py'):
+        ip2p_pretrain.pretrain_ip2p(str(root), str(ip2p), str(tmp_path / 'none'))
+    key = 'model.super_link.decoders.edit.'
+    report = ip2p_pretrain.pretrain_ip2p(
+        str(root), str(ip2p), str(sd), minutes=5, max_iters=2, batch_size=2,
+        cfg_options={key + 'vae.pretrained': str(vae), key + 'test_cfg.num_steps': 2})
+    assert report['iterations'] == 2 and report['sd'] == str(sd)
+    assert report['analyser_on_val_edits']['edit_num'] == len(
+        (root / 'annotations' / 'edits_val.jsonl').read_text().splitlines())
+    assert (ip2p / 'samples.png').is_file()
+    assert {p.name for p in ip2p.iterdir()} >= {'unet', 'text_encoder', 'tokenizer',
+                                                'scheduler'}
+    init_default_scope('vlm2')
+    cfg = Config.fromfile('vlm2/plugins/diffusion/configs/visionllmv2_tiny_shapes_gen_ip2p.py')
+    edit_cfg = cfg.model.super_link.decoders.edit
+    assert edit_cfg.unet.pretrained == 'work_dirs/shapes_world_ip2p'
+    edit_cfg.vae.pretrained, edit_cfg.text_encoder.pretrained = str(vae), str(sd)
+    edit_cfg.unet.pretrained = str(ip2p)
+    edit = MODELS.build(edit_cfg, default_args=dict(llm_hidden_size=256))
+    sd_conv = UNet2DConditionModel.from_pretrained(str(sd), subfolder='unet').conv_in.weight
+    # read as saved (8 channels, trained), not widened again; it keeps training
+    assert edit.unet.config.in_channels == 8
+    assert edit.unet.conv_in.weight[:, 4:].abs().sum() > 0
+    assert not torch.equal(edit.unet.conv_in.weight[:, :4], sd_conv)
+    assert all(p.requires_grad for p in edit.unet.parameters())

@@ -100,11 +100,13 @@ def analyser_ceiling(data_root: str, size: int = 64) -> dict:
 
 
 def ensure_pretrained(cfg: Config, data_root: str, vae_minutes: float,
-                      sd_minutes: float) -> dict:
+                      sd_minutes: float, ip2p_minutes: float = 15.0) -> dict:
     """Pretrain on ``data_root`` every folder the decoders name that does not exist yet: VAEs
-    (``vae_pretrain.py``), then UNets with their text encoder (``sd_pretrain.py``, in the
-    latents of the decoder's VAE). Returns the reports of those written, by folder."""
-    from vlm2.plugins.diffusion import sd_pretrain, vae_pretrain
+    (``vae_pretrain.py``), then text-to-image UNets with their text encoder
+    (``sd_pretrain.py``, in the latents of the decoder's VAE), then editing UNets of their own
+    (``ip2p_pretrain.py``, from a text-to-image decoder's folder). Returns the reports of
+    those written, by folder."""
+    from vlm2.plugins.diffusion import ip2p_pretrain, sd_pretrain, vae_pretrain
     reports = {}
     decoders = cfg.model.super_link.decoders.values()
     for dec in decoders:
@@ -113,16 +115,29 @@ def ensure_pretrained(cfg: Config, data_root: str, vae_minutes: float,
             print(f'{path} does not exist; pretraining a VAE there for {vae_minutes} min',
                   flush=True)
             reports[path] = vae_pretrain.pretrain_vae(data_root, path, minutes=vae_minutes)
-    for dec in decoders:
+    editing = [d for d in decoders if d.get('type') == 'ImageEditDecoder']
+    sd_folder = None
+    for dec in [d for d in decoders if d not in editing] + editing:
         path = dec.unet.get('pretrained')
-        if path and path not in reports and not osp.isdir(path):
-            print(f'{path} does not exist; pretraining a tiny Stable Diffusion there for '
-                  f'{sd_minutes} min', flush=True)
-            vae = (dec.get('vae') or {}).get('pretrained')
-            reports[path] = sd_pretrain.pretrain_sd(
-                data_root, path, minutes=sd_minutes,
-                cfg_options={'model.super_link.decoders.gen.vae.pretrained': vae} if vae
+        vae = (dec.get('vae') or {}).get('pretrained')
+        if path and dec not in editing:
+            sd_folder = sd_folder or path
+        if not path or path in reports or osp.isdir(path):
+            continue
+        if dec in editing and sd_folder is not None and path != sd_folder:
+            print(f'{path} does not exist; pretraining a tiny InstructPix2Pix there from '
+                  f'{sd_folder} for {ip2p_minutes} min', flush=True)
+            reports[path] = ip2p_pretrain.pretrain_ip2p(
+                data_root, path, sd_folder, minutes=ip2p_minutes,
+                cfg_options={'model.super_link.decoders.edit.vae.pretrained': vae} if vae
                 else None)
+            continue
+        print(f'{path} does not exist; pretraining a tiny Stable Diffusion there for '
+              f'{sd_minutes} min', flush=True)
+        reports[path] = sd_pretrain.pretrain_sd(
+            data_root, path, minutes=sd_minutes,
+            cfg_options={'model.super_link.decoders.gen.vae.pretrained': vae} if vae
+            else None)
     return reports
 
 
@@ -260,6 +275,11 @@ def main() -> None:
                         help='pretraining minutes of a UNet folder the config names but that '
                              'does not exist yet (sd_pretrain.py; not counted in --budget-min, '
                              "as the paper's Stable Diffusion is pretrained)")
+    parser.add_argument('--ip2p-minutes', type=float, default=15.0,
+                        help='pretraining minutes of an editing UNet folder the config names '
+                             'but that does not exist yet (ip2p_pretrain.py, from the '
+                             "text-to-image folder; not counted in --budget-min, as the paper's "
+                             'InstructPix2Pix is pretrained)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override keys of the recipe, as tools/train.py')
     args = parser.parse_args()
@@ -272,7 +292,8 @@ def main() -> None:
     subsets = one_shape_subsets(args.data_root, args.work_dir)
     cfg = build_cfg(args, subsets)
     t = time.time()
-    pretrained = ensure_pretrained(cfg, args.data_root, args.vae_minutes, args.sd_minutes)
+    pretrained = ensure_pretrained(cfg, args.data_root, args.vae_minutes, args.sd_minutes,
+                                   args.ip2p_minutes)
     start += time.time() - t  # a pretrained part, outside the budget
     train_s = max(60.0, (args.budget_min - args.eval_min) * 60 - (time.time() - start))
     runner = Runner.from_cfg(cfg)

@@ -1,0 +1,167 @@
+"""Pretrain a tiny InstructPix2Pix on ShapesWorld edits and save it as a local folder.
+
+The paper's [EDIT] decoder starts from InstructPix2Pix: Stable Diffusion's UNet widened to 8
+input channels (the source image's latent beside the noisy one) and trained on edit
+triplets, conditioned on CLIP's embedding of the instruction. The super link then learns to
+give it a condition it reads while the UNet keeps training. The tiny recipe's [EDIT] UNet
+otherwise starts from the tiny SD (``sd_pretrain.py``) widened with zero weights, so within
+the benchmark's minutes it must learn to read the source at all. This widens that UNet the
+same way and trains it on ShapesWorld's triplets, in the same VAE's latents, on the same
+frozen text encoder's embeddings of the instructions (with ``sd_pretrain.py``'s
+conditioning noise), then writes Stable Diffusion's folder layout. Run from the repository
+root after ``sd_pretrain.py``::
+
+    OMP_NUM_THREADS=2 .venv/bin/python vlm2/plugins/diffusion/ip2p_pretrain.py \\
+        --sd work_dirs/shapes_world_sd --out-dir work_dirs/shapes_world_ip2p
+
+Writes ``ip2p_pretrain.json`` (edit accuracy of the validation triplets from the exact
+instruction embeddings, sampled with the config's ``test_cfg``) and ``samples.png`` (rows of
+source | edited | target).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import shutil
+import sys
+from typing import Optional
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from vlm2.plugins.diffusion.budget import train_within_budget  # noqa: E402
+from vlm2.plugins.diffusion.sd_pretrain import noisy  # noqa: E402
+from vlm2.plugins.diffusion.transforms import load_rgb, square_image, to_uint8  # noqa: E402
+
+#: The recipe whose [EDIT] decoder (VAE, scheduler, text encoder options) is pretrained.
+CONFIG = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
+                  'visionllmv2_tiny_shapes_gen_sd.py')
+
+
+def triplets(data_root: str, split: str, size: int) -> dict:
+    """A split's edit triplets: instructions, edit types, and the source and target
+    pictures in [-1, 1] through the decoders' own preprocessing (``square_image``)."""
+    path = osp.join(data_root, 'annotations', f'edits_{split}.jsonl')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path}: no such file (ShapesWorld edit triplets)')
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        raise ValueError(f'{path}: no edit triplet')
+
+    def pictures(key: str) -> torch.Tensor:
+        images = [square_image(load_rgb(osp.join(data_root, 'images', r[key])), size)
+                  for r in tqdm(rows, desc=f'{split} {key} pictures')]
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    return dict(instruction=[r['instruction'] for r in rows],
+                edit_type=[r.get('edit_type', 'all') for r in rows],
+                source=pictures('source'), target=pictures('target'))
+
+
+def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
+                  max_iters: int = 0, config: str = CONFIG,
+                  cfg_options: Optional[dict] = None, batch_size: int = 16,
+                  lr: float = 5e-4, seed: int = 0, cond_noise: float = 0.5) -> dict:
+    """Widen the tiny SD folder ``sd``'s UNet to read the source latent, train it on edit
+    triplets for ``minutes`` (or ``max_iters`` > 0 iterations) with a cosine learning rate
+    over the budget, save the folder to ``out_dir`` and return the report."""
+    import vlm2.plugins.diffusion  # noqa: F401  registers the decoders
+    from vlm2.plugins.diffusion.metrics import ShapesGenerationMetric
+    from vlm2.registry import MODELS
+    init_default_scope('vlm2')
+    torch.set_flush_denormal(True)  # Adam's denormal moments are slow on CPU
+    torch.manual_seed(seed)
+    if not osp.isdir(osp.join(sd, 'unet')):
+        raise FileNotFoundError(f'{sd}: no tiny Stable Diffusion folder (unet/); write one '
+                                'with sd_pretrain.py first')
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(cfg_options or {})
+    dec_cfg = cfg.model.super_link.decoders.edit.to_dict()
+    dec_cfg.update(unet=dict(pretrained=sd, subfolder='unet'),
+                   text_encoder=dict(dec_cfg.get('text_encoder') or {}, pretrained=sd),
+                   noise_repeats=1, teacher_prob=0.0, align_contrast=None)
+    dec = MODELS.build(dict(dec_cfg, llm_hidden_size=cfg.model.llm.config.hidden_size))
+    if dec.vae is None or dec.text_encoder is None:
+        raise ValueError(f'{config}: model.super_link.decoders.edit needs a vae and a '
+                         'text_encoder to pretrain in latents on instruction embeddings')
+    train, val = (triplets(data_root, s, dec.image_size) for s in ('train', 'val'))
+
+    def latents(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # from the posterior's mode (decoder.encode)
+            return torch.cat([dec.encode((b + 1) * 127.5) for b in x.split(64)])
+
+    def conditions(texts: list[str]) -> torch.Tensor:
+        return torch.cat([dec.text_encoder(texts[i:i + 50]) for i in range(0, len(texts), 50)])
+
+    src_z, tgt_z = latents(train['source']), latents(train['target'])
+    cond = conditions(train['instruction'])
+    opt = torch.optim.AdamW(dec.unet.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+
+    def step_loss() -> torch.Tensor:
+        idx = torch.randint(0, len(cond), (batch_size,), generator=gen)
+        sigma = torch.rand(batch_size, 1, 1, generator=gen) * cond_noise
+        return dec.latent_loss(noisy(cond[idx], sigma, gen), tgt_z[idx], src_z[idx])
+
+    dec.train()
+    trained = train_within_budget(opt, step_loss, minutes, max_iters, desc='train (tiny IP2P)')
+    dec.eval()
+    val_src, val_cond = latents(val['source']), conditions(val['instruction'])
+    with torch.no_grad():
+        edited = torch.cat([dec.generate(c, source=s) for c, s in
+                            zip(val_cond.split(50), val_src.split(50))]).numpy()
+    sources, targets = to_uint8(val['source']).numpy(), to_uint8(val['target']).numpy()
+    metric = ShapesGenerationMetric()
+    metric.process({}, [dict(task='edit', instruction=i, edit_type=e, source_image=s,
+                             target_image=t, pred_image=p) for i, e, s, t, p in zip(
+                                 val['instruction'], val['edit_type'], sources, targets, edited)])
+    scores = {k.split('/')[-1]: round(float(v), 3)
+              for k, v in metric.evaluate(len(edited)).items()}
+    os.makedirs(out_dir, exist_ok=True)
+    dec.unet.save_pretrained(osp.join(out_dir, 'unet'))
+    for part in ('text_encoder', 'tokenizer', 'scheduler'):  # the SD's, unchanged
+        shutil.copytree(osp.join(sd, part), osp.join(out_dir, part), dirs_exist_ok=True)
+    rows = [np.concatenate([sources[i], edited[i], targets[i]], 1)
+            for i in range(min(8, len(edited)))]
+    Image.fromarray(np.concatenate(rows, 0)).save(osp.join(out_dir, 'samples.png'))
+    report = dict(**trained, sd=sd, batch_size=batch_size, lr=lr, cond_noise=cond_noise,
+                  num_train=len(cond), test_cfg=dec.test_cfg, analyser_on_val_edits=scores)
+    with open(osp.join(out_dir, 'ip2p_pretrain.json'), 'w') as f:
+        json.dump(report, f, indent=1)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--data-root', default='data/shapes_world_1shape')
+    parser.add_argument('--sd', default='work_dirs/shapes_world_sd',
+                        help='the tiny Stable Diffusion folder (sd_pretrain.py) to start from')
+    parser.add_argument('--out-dir', default='work_dirs/shapes_world_ip2p')
+    parser.add_argument('--config', default=CONFIG)
+    parser.add_argument('--minutes', type=float, default=15.0)
+    parser.add_argument('--max-iters', type=int, default=0, help='0: only the time budget')
+    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--lr', type=float, default=5e-4)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--cond-noise', type=float, default=0.5,
+                        help='the largest standard deviation of the training noise on the '
+                             'instruction tokens (0: exact conditions)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
+    args = parser.parse_args()
+    report = pretrain_ip2p(args.data_root, args.out_dir, args.sd, args.minutes, args.max_iters,
+                           args.config, args.cfg_options, args.batch_size, args.lr, args.seed,
+                           args.cond_noise)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == '__main__':
+    main()
