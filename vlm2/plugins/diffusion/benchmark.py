@@ -267,11 +267,11 @@ def main() -> None:
     parser.add_argument('--link-lr-mult', type=float, default=None,
                         help="lr multiplier of the LLM and the query tables (default: the "
                              "recipe's 0.1)")
-    parser.add_argument('--vae-minutes', type=float, default=10.0,
+    parser.add_argument('--vae-minutes', type=float, default=20.0,
                         help='pretraining minutes of a VAE the config names but that does not '
                              'exist yet (not counted in --budget-min, as the paper\'s VAE is '
                              'pretrained)')
-    parser.add_argument('--sd-minutes', type=float, default=20.0,
+    parser.add_argument('--sd-minutes', type=float, default=42.0,
                         help='pretraining minutes of a UNet folder the config names but that '
                              'does not exist yet (sd_pretrain.py; not counted in --budget-min, '
                              "as the paper's Stable Diffusion is pretrained)")

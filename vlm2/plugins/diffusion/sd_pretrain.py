@@ -86,7 +86,7 @@ def noisy(cond: torch.Tensor, sigma: torch.Tensor,
     return cond + sigma.to(cond) * noise * (cond != 0).any(-1, keepdim=True)
 
 
-def pretrain_sd(data_root: str, out_dir: str, minutes: float = 20.0, max_iters: int = 0,
+def pretrain_sd(data_root: str, out_dir: str, minutes: float = 42.0, max_iters: int = 0,
                 config: str = CONFIG, unet_options: Optional[dict] = None,
                 cfg_options: Optional[dict] = None, batch_size: int = 16, lr: float = 1e-3,
                 seed: int = 0, cond_noise: float = 0.5, eval_noise: float = 0.3) -> dict:
@@ -180,7 +180,7 @@ def main() -> None:
     parser.add_argument('--data-root', default='data/shapes_world_1shape')
     parser.add_argument('--out-dir', default='work_dirs/shapes_world_sd')
     parser.add_argument('--config', default=CONFIG)
-    parser.add_argument('--minutes', type=float, default=20.0)
+    parser.add_argument('--minutes', type=float, default=42.0)
     parser.add_argument('--max-iters', type=int, default=0, help='0: only the time budget')
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--lr', type=float, default=1e-3)

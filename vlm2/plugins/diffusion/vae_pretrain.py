@@ -62,7 +62,7 @@ def load_pictures(data_root: str, split: str, size: int) -> tuple[list[str], Ten
     return list(paths.values()), x
 
 
-def pretrain_vae(data_root: str, out_dir: str, minutes: float = 10.0, max_iters: int = 0,
+def pretrain_vae(data_root: str, out_dir: str, minutes: float = 20.0, max_iters: int = 0,
                  size: int = 64, crop: int = 32, batch_size: int = 16, lr: float = 1e-3,
                  kl_weight: float = 1e-6, seed: int = 0) -> dict:
     """Train a VAE for ``minutes`` (or ``max_iters`` > 0 iterations, whichever comes first)
@@ -117,7 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--data-root', default='data/shapes_world_1shape')
     parser.add_argument('--out-dir', default='work_dirs/shapes_world_vae')
-    parser.add_argument('--minutes', type=float, default=10.0)
+    parser.add_argument('--minutes', type=float, default=20.0)
     parser.add_argument('--max-iters', type=int, default=0, help='0: only the time budget')
     parser.add_argument('--size', type=int, default=64, help='picture side in pixels')
     parser.add_argument('--crop', type=int, default=32, help='training window side')
