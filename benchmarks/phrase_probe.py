@@ -5,9 +5,9 @@ A decoder can only tell "circle" from "square" if the last hidden states of the 
 answer. This script runs a data set of the config through the model (teacher-forced, the
 routing the benchmarks use), takes each phrase's query states averaged over its queries, and
 reports how much of their variance the phrase text explains (R2), how often the nearest
-phrase centroid is the right one, and a held-out linear probe's accuracy. Training prompts shuffle the phrases, so run it on the
-``train`` split: on fixed validation prompts a state that only encodes the phrase's slot
-scores as well as one that encodes its words.
+phrase centroid is the right one, and a held-out linear probe's accuracy. Training prompts
+shuffle the phrases, so run it on the ``train`` split: on fixed validation prompts a state
+that only encodes the phrase's slot scores as well as one that encodes its words.
 
     .venv/bin/python benchmarks/phrase_probe.py \\
         vlm2/plugins/grounding_dino/configs/visionllmv2_tiny_shapes_det.py \\

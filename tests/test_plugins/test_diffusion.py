@@ -338,7 +338,8 @@ def test_contrastive_alignment_loss_reaches_the_link_and_needs_a_text_encoder():
     decs['gen'].update(align_contrast=dict(weight=2.0, queue_size=8))
     cfg = tiny_model_cfg(decoders=decs)
     cfg['tokenizer'] = dict(type='WordLevelTokenizer', words=WORDS)
-    with pytest.raises(ValueError, match=r'TextToImageDecoder>.align_contrast needs a text_encoder'):
+    with pytest.raises(ValueError,
+                       match=r'TextToImageDecoder>.align_contrast needs a text_encoder'):
         MODELS.build(cfg)
     decs['gen'].update(text_encoder=TINY_TEXT_ENCODER)
     model = MODELS.build(tiny_model_cfg(decoders=decs) | dict(tokenizer=cfg['tokenizer']))

@@ -1,7 +1,8 @@
 """Text-to-image ([GEN]) and instruction editing ([EDIT]) through the super link."""
 from .adapters import CaptionImageDataset, InstructEditDataset
 from .conditioner import SuperLinkConditioner
-from .decoder import DiffusionDecoder, TextToImageDecoder
+from .decoder import DiffusionDecoder
+from .gen_decoder import TextToImageDecoder
 from .edit_decoder import ImageEditDecoder
 from .metrics import CLIPScoreMetric, FIDMetric, ShapesGenerationMetric
 from .transforms import LoadDiffusionImages

@@ -115,16 +115,18 @@ def ensure_pretrained(cfg: Config, data_root: str, vae_minutes: float,
             print(f'{path} does not exist; pretraining a VAE there for {vae_minutes} min',
                   flush=True)
             reports[path] = vae_pretrain.pretrain_vae(data_root, path, minutes=vae_minutes)
-    editing = [d for d in decoders if d.get('type') == 'ImageEditDecoder']
+    def editing(dec) -> bool:
+        return dec.get('type') == 'ImageEditDecoder'
+
     sd_folder = None
-    for dec in [d for d in decoders if d not in editing] + editing:
+    for dec in sorted(decoders, key=editing):  # text-to-image first: IP2P starts from its SD
         path = dec.unet.get('pretrained')
         vae = (dec.get('vae') or {}).get('pretrained')
-        if path and dec not in editing:
+        if not editing(dec):
             sd_folder = sd_folder or path
         if not path or path in reports or osp.isdir(path):
             continue
-        if dec in editing and sd_folder is not None and path != sd_folder:
+        if editing(dec) and sd_folder not in (None, path):
             print(f'{path} does not exist; pretraining a tiny InstructPix2Pix there from '
                   f'{sd_folder} for {ip2p_minutes} min', flush=True)
             reports[path] = ip2p_pretrain.pretrain_ip2p(

@@ -5,7 +5,7 @@ Both are Stable Diffusion v1.5 style (diffusers' ``UNet2DConditionModel``, an op
 go through :class:`SuperLinkConditioner` to the 77 × ``cross_attention_dim`` sequence that
 replaces CLIP's text embeddings. Editing is InstructPix2Pix style: the UNet also reads the
 source image's latent, concatenated to the noisy latent on the channels (4 + 4 = 8 with
-SD's VAE).
+SD's VAE). This is their shared base; they are ``gen_decoder.py`` and ``edit_decoder.py``.
 """
 import base64
 from typing import Optional
@@ -388,18 +388,3 @@ class DiffusionDecoder(BaseTaskDecoder):
         gap = np.full((img.shape[0], max(2, img.shape[0] // 16), 3), 255, np.uint8)
         return np.concatenate([src, gap, img], axis=1)
 
-
-@MODELS.register_module()
-class TextToImageDecoder(DiffusionDecoder):
-    """Text-to-image through [GEN] (its own table of 64 queries). The UNet is frozen with
-    pretrained weights, as in the paper, unless ``train_unet=True``."""
-
-    routing_tokens = ('[GEN]',)
-    reads = ('target_image', 'caption')
-
-    def __init__(self, *args, unet: dict, train_unet: Optional[bool] = None,
-                 cond_dropout: float = 0.1, **kwargs) -> None:
-        if train_unet is None:
-            train_unet = 'pretrained' not in unet
-        super().__init__(*args, unet=unet, train_unet=train_unet, cond_dropout=cond_dropout,
-                         **kwargs)

@@ -35,11 +35,11 @@ import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from vlm2.plugins.diffusion.budget import train_within_budget  # noqa: E402
-from vlm2.plugins.diffusion.sd_pretrain import noisy  # noqa: E402
-from vlm2.plugins.diffusion.transforms import load_rgb, square_image, to_uint8  # noqa: E402
+from vlm2.plugins.diffusion.sd_pretrain import (annotations, latents, noisy,  # noqa: E402
+                                                 pictures)
+from vlm2.plugins.diffusion.transforms import to_uint8  # noqa: E402
 
 #: The recipe whose [EDIT] decoder (VAE, scheduler, text encoder options) is pretrained.
 CONFIG = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
@@ -48,23 +48,12 @@ CONFIG = osp.join(osp.dirname(osp.abspath(__file__)), 'configs',
 
 def triplets(data_root: str, split: str, size: int) -> dict:
     """A split's edit triplets: instructions, edit types, and the source and target
-    pictures in [-1, 1] through the decoders' own preprocessing (``square_image``)."""
-    path = osp.join(data_root, 'annotations', f'edits_{split}.jsonl')
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{path}: no such file (ShapesWorld edit triplets)')
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    if not rows:
-        raise ValueError(f'{path}: no edit triplet')
-
-    def pictures(key: str) -> torch.Tensor:
-        images = [square_image(load_rgb(osp.join(data_root, 'images', r[key])), size)
-                  for r in tqdm(rows, desc=f'{split} {key} pictures')]
-        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
+    pictures in [-1, 1]."""
+    rows = annotations(data_root, f'edits_{split}')
     return dict(instruction=[r['instruction'] for r in rows],
                 edit_type=[r.get('edit_type', 'all') for r in rows],
-                source=pictures('source'), target=pictures('target'))
+                **{k: pictures(data_root, [r[k] for r in rows], size, f'{split} {k} pictures')
+                   for k in ('source', 'target')})
 
 
 def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
@@ -95,14 +84,10 @@ def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
                          'text_encoder to pretrain in latents on instruction embeddings')
     train, val = (triplets(data_root, s, dec.image_size) for s in ('train', 'val'))
 
-    def latents(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():  # from the posterior's mode (decoder.encode)
-            return torch.cat([dec.encode((b + 1) * 127.5) for b in x.split(64)])
-
     def conditions(texts: list[str]) -> torch.Tensor:
         return torch.cat([dec.text_encoder(texts[i:i + 50]) for i in range(0, len(texts), 50)])
 
-    src_z, tgt_z = latents(train['source']), latents(train['target'])
+    src_z, tgt_z = latents(dec, train['source']), latents(dec, train['target'])
     cond = conditions(train['instruction'])
     opt = torch.optim.AdamW(dec.unet.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -115,7 +100,7 @@ def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
     dec.train()
     trained = train_within_budget(opt, step_loss, minutes, max_iters, desc='train (tiny IP2P)')
     dec.eval()
-    val_src, val_cond = latents(val['source']), conditions(val['instruction'])
+    val_src, val_cond = latents(dec, val['source']), conditions(val['instruction'])
     with torch.no_grad():
         edited = torch.cat([dec.generate(c, source=s) for c, s in
                             zip(val_cond.split(50), val_src.split(50))]).numpy()

@@ -62,20 +62,40 @@ UNET_OPTIONS = dict(class_embed_type='projection', resnet_time_scale_shift='scal
 TEXT_ENCODER_OPTIONS = dict(zero_padding=True)
 
 
-def captioned(data_root: str, split: str, size: int) -> tuple[list[str], torch.Tensor]:
-    """The captions of a split and their pictures in [-1, 1], through the decoders' own
-    preprocessing (``square_image``)."""
-    path = osp.join(data_root, 'annotations', f'captions_{split}.jsonl')
+def annotations(data_root: str, name: str) -> list[dict]:
+    """The records of ShapesWorld's ``annotations/{name}.jsonl``; a clear error when the file
+    is missing or empty."""
+    path = osp.join(data_root, 'annotations', f'{name}.jsonl')
     if not osp.isfile(path):
         raise FileNotFoundError(f'{path}: no such file (a ShapesWorld annotation)')
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     if not rows:
-        raise ValueError(f'{path}: no caption')
-    images = [square_image(load_rgb(osp.join(data_root, 'images', r['image'])), size)
-              for r in tqdm(rows, desc=f'{split} pictures')]
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return [r['caption'] for r in rows], x
+        raise ValueError(f'{path}: no record')
+    return rows
+
+
+def pictures(data_root: str, names: list[str], size: int, desc: str) -> torch.Tensor:
+    """The pictures ``images/{name}`` in [-1, 1], (N, 3, size, size), through the decoders'
+    own preprocessing (``square_image``)."""
+    images = [square_image(load_rgb(osp.join(data_root, 'images', n)), size)
+              for n in tqdm(names, desc=desc)]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def latents(dec, x: torch.Tensor) -> torch.Tensor:
+    """The latents of pictures ``x`` in [-1, 1] by decoder ``dec``'s VAE, from the posterior's
+    mode (``decoder.encode``), 64 at a time."""
+    with torch.no_grad():
+        return torch.cat([dec.encode((b + 1) * 127.5) for b in
+                          tqdm(x.split(64), desc='latents')])
+
+
+def captioned(data_root: str, split: str, size: int) -> tuple[list[str], torch.Tensor]:
+    """The captions of a split and their pictures in [-1, 1]."""
+    rows = annotations(data_root, f'captions_{split}')
+    return ([r['caption'] for r in rows],
+            pictures(data_root, [r['image'] for r in rows], size, f'{split} pictures'))
 
 
 def noisy(cond: torch.Tensor, sigma: torch.Tensor,
@@ -128,9 +148,7 @@ def pretrain_sd(data_root: str, out_dir: str, minutes: float = 42.0, max_iters: 
     def batches(captions: list[str], n: int = 50) -> list[list[str]]:
         return [captions[i:i + n] for i in range(0, len(captions), n)]
 
-    with torch.no_grad():  # latents once, from the posterior's mode (decoder.encode)
-        train_z = torch.cat([dec.encode((b + 1) * 127.5) for b in
-                             tqdm(train_x.split(64), desc='latents')])
+    train_z = latents(dec, train_x)  # once
     train_cond = torch.cat([text(c) for c in tqdm(batches(train_caps), desc='conditions')])
     opt = torch.optim.AdamW(dec.unet.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
