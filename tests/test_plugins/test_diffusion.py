@@ -687,7 +687,7 @@ def test_sampling_with_an_oracle_noise_predictor_returns_its_image(sampler, nois
 
 def test_benchmark_trains_and_scores_only_the_decoders_asked_for(tmp_path):
     import argparse
-    from vlm2.plugins.diffusion.benchmark import RECIPE, build_cfg
+    from vlm2.plugins.diffusion.benchmark import RECIPE, build_cfg, parse_phases
     subsets = {f'{n}_{s}': dict(path=str(tmp_path / f'{n}_{s}.jsonl'), num=1)
                for n in ('captions', 'edits') for s in ('train', 'val')}
     args = argparse.Namespace(config=RECIPE, data_root=str(tmp_path), work_dir=str(tmp_path),
@@ -709,6 +709,11 @@ def test_benchmark_trains_and_scores_only_the_decoders_asked_for(tmp_path):
     args.lr_schedule = 'iters'
     with pytest.raises(SystemExit, match='--max-iters'):
         build_cfg(args, subsets)
+    # --task-phases: a curriculum for TaskMixHook
+    assert parse_phases(['0:gen=1', '0.3:gen=1,edit=2']) == [
+        dict(start=0.0, weights=dict(gen=1.0)), dict(start=0.3, weights=dict(gen=1.0, edit=2.0))]
+    with pytest.raises(SystemExit, match='0.3-gen=1'):
+        parse_phases(['0.3-gen=1'])
 
 
 def test_benchmark_writes_its_one_shape_world_only_when_missing(tmp_path, monkeypatch):

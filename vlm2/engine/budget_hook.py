@@ -62,7 +62,8 @@ class BudgetHook(Hook):
         wrappers = wrapper.values() if hasattr(wrapper, 'optim_wrappers') else [wrapper]
         return [w.optimizer for w in wrappers]
 
-    def _spent(self, runner) -> float:
+    def spent(self, runner) -> float:
+        """The spent fraction of the budget (time or iterations), once training started."""
         if self.budget_s is not None:
             return (time.perf_counter() - self.start) / self.budget_s
         return runner.iter / self.max_iters
@@ -78,7 +79,7 @@ class BudgetHook(Hook):
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         if not self.schedule_lr:
             return
-        factor = self.lr_factor(self._spent(runner))
+        factor = self.lr_factor(self.spent(runner))
         for opt, base in zip(self._optimizers(runner), self.base):
             for group, lr in zip(opt.param_groups, base):
                 group['lr'] = lr * factor
@@ -92,7 +93,7 @@ class BudgetHook(Hook):
                                    **{k: round(v.item() if hasattr(v, 'item') else float(v), 4)
                                       for k, v in (outputs or {}).items()}))
         if not done and self.next_eval is not None:
-            spent = self._spent(runner)
+            spent = self.spent(runner)
             if spent >= self.next_eval:
                 self._evaluate(runner, spent)
         if done:

@@ -39,7 +39,7 @@ from mmengine.dataset import pseudo_collate  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from vlm2.engine import BudgetHook  # noqa: E402
+from vlm2.engine import BudgetHook, TaskMixHook  # noqa: E402
 from vlm2.plugins.diffusion.condition_probe import ConditionRecorder  # noqa: E402
 from vlm2.utils import set_link_lr_mult  # noqa: E402
 
@@ -141,6 +141,21 @@ def ensure_pretrained(cfg: Config, data_root: str, vae_minutes: float,
             cfg_options={'model.super_link.decoders.gen.vae.pretrained': vae} if vae
             else None)
     return reports
+
+
+def parse_phases(items: list[str]) -> list[dict]:
+    """``--task-phases`` items, ``START:family=weight,...`` (e.g. ``0:gen=1 0.3:gen=1,edit=2``),
+    as ``TaskMixHook`` phases."""
+    phases = []
+    for item in items:
+        try:
+            start, mix = item.split(':')
+            weights = {k: float(v) for k, v in (kv.split('=') for kv in mix.split(','))}
+            phases.append(dict(start=float(start), weights=weights))
+        except ValueError:
+            raise SystemExit(f'--task-phases {item!r}: expected START:family=weight,... '
+                             '(e.g. 0.3:gen=1,edit=2)') from None
+    return phases
 
 
 def build_cfg(args, subsets: dict) -> Config:
@@ -263,6 +278,12 @@ def main() -> None:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--tasks', nargs='+', choices=('gen', 'edit'), default=['gen', 'edit'],
                         help='the decoders to train and score (default: both)')
+    parser.add_argument('--task-phases', nargs='+', default=None, metavar='START:MIX',
+                        help='a curriculum over the tasks (TaskMixHook): from START (a fraction '
+                             'of the training budget) on, each step is a task drawn with these '
+                             'weights, e.g. 0:gen=1 0.3:gen=1,edit=2 trains [GEN] alone for '
+                             'the first 30%%, then both, [EDIT] twice as often (default: 1:1 '
+                             'throughout)')
     parser.add_argument('--checkpoint', default=None,
                         help='skip training: score this checkpoint of the same config '
                              '(e.g. with other --cfg-options test settings)')
@@ -301,13 +322,17 @@ def main() -> None:
     runner = Runner.from_cfg(cfg)
     if args.checkpoint:
         runner.load_checkpoint(args.checkpoint)
-        train_time, iters = 0.0, 0
+        train_time, iters, task_steps = 0.0, 0, None
     else:
         runner.register_hook(BudgetHook(budget_s=train_s,
                                         schedule_lr=args.lr_schedule == 'time'))
+        if args.task_phases:
+            mix = TaskMixHook(parse_phases(args.task_phases))
+            runner.register_hook(mix)
         runner.train()
         train_time = time.time() - start
         iters = runner.iter
+        task_steps = mix.steps if args.task_phases else None
         runner.save_checkpoint(args.work_dir, 'final.pth')
     model = runner.model
     recorders = {k: ConditionRecorder(d) for k, d in model.super_link.decoders.items()
@@ -323,7 +348,8 @@ def main() -> None:
     val_sets = runner.val_dataloader.dataset.datasets
     grid(model, val_sets, osp.join(args.work_dir, 'grid.png'))
     result = dict(command=' '.join(sys.argv), torch_threads=torch.get_num_threads(),
-                  iterations=iters, lr_schedule=args.lr_schedule, batch_size=args.batch_size,
+                  iterations=iters, task_phases=args.task_phases, task_steps=task_steps,
+                  lr_schedule=args.lr_schedule, batch_size=args.batch_size,
                   train_minutes=train_time / 60,
                   eval_minutes=eval_time / 60, total_minutes=(time.time() - start) / 60,
                   subsets={k: v['num'] for k, v in subsets.items()},

@@ -62,7 +62,8 @@ def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
                   lr: float = 5e-4, seed: int = 0, cond_noise: float = 0.5) -> dict:
     """Widen the tiny SD folder ``sd``'s UNet to read the source latent, train it on edit
     triplets for ``minutes`` (or ``max_iters`` > 0 iterations) with a cosine learning rate
-    over the budget, save the folder to ``out_dir`` and return the report."""
+    over the budget, save the folder to ``out_dir`` and return the report. An ``sd`` folder
+    this wrote (8 input channels) is read as it is: its training goes on, with a new cosine."""
     import vlm2.plugins.diffusion  # noqa: F401  registers the decoders
     from vlm2.plugins.diffusion.metrics import ShapesGenerationMetric
     from vlm2.registry import MODELS
@@ -129,7 +130,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--data-root', default='data/shapes_world_1shape')
     parser.add_argument('--sd', default='work_dirs/shapes_world_sd',
-                        help='the tiny Stable Diffusion folder (sd_pretrain.py) to start from')
+                        help='the tiny Stable Diffusion folder (sd_pretrain.py) to start from; '
+                             'a folder this script wrote continues training as it is')
     parser.add_argument('--out-dir', default='work_dirs/shapes_world_ip2p')
     parser.add_argument('--config', default=CONFIG)
     parser.add_argument('--minutes', type=float, default=15.0)
