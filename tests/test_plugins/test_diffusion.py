@@ -710,10 +710,13 @@ def test_benchmark_trains_and_scores_only_the_decoders_asked_for(tmp_path):
     with pytest.raises(SystemExit, match='--max-iters'):
         build_cfg(args, subsets)
     # --task-phases: a curriculum for TaskMixHook
-    assert parse_phases(['0:gen=1', '0.3:gen=1,edit=2']) == [
+    tasks = ['gen', 'edit']
+    assert parse_phases(['0:gen=1', '0.3:gen=1,edit=2'], tasks) == [
         dict(start=0.0, weights=dict(gen=1.0)), dict(start=0.3, weights=dict(gen=1.0, edit=2.0))]
     with pytest.raises(SystemExit, match='0.3-gen=1'):
-        parse_phases(['0.3-gen=1'])
+        parse_phases(['0.3-gen=1'], tasks)
+    with pytest.raises(SystemExit, match=r"\['edt'\] not among"):
+        parse_phases(['0:edt=1'], tasks)
 
 
 def test_benchmark_writes_its_one_shape_world_only_when_missing(tmp_path, monkeypatch):

@@ -143,18 +143,21 @@ def ensure_pretrained(cfg: Config, data_root: str, vae_minutes: float,
     return reports
 
 
-def parse_phases(items: list[str]) -> list[dict]:
-    """``--task-phases`` items, ``START:family=weight,...`` (e.g. ``0:gen=1 0.3:gen=1,edit=2``),
-    as ``TaskMixHook`` phases."""
+def parse_phases(items: list[str], tasks: list[str]) -> list[dict]:
+    """``--task-phases`` items, ``START:task=weight,...`` (e.g. ``0:gen=1 0.3:gen=1,edit=2``),
+    as ``TaskMixHook`` phases, checked against the trained ``tasks`` before any pretraining."""
     phases = []
     for item in items:
         try:
             start, mix = item.split(':')
             weights = {k: float(v) for k, v in (kv.split('=') for kv in mix.split(','))}
-            phases.append(dict(start=float(start), weights=weights))
         except ValueError:
-            raise SystemExit(f'--task-phases {item!r}: expected START:family=weight,... '
+            raise SystemExit(f'--task-phases {item!r}: expected START:task=weight,... '
                              '(e.g. 0.3:gen=1,edit=2)') from None
+        if set(weights) - set(tasks):
+            raise SystemExit(f'--task-phases {item!r}: {sorted(set(weights) - set(tasks))} '
+                             f'not among --tasks {tasks}')
+        phases.append(dict(start=float(start), weights=weights))
     return phases
 
 
@@ -306,6 +309,8 @@ def main() -> None:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override keys of the recipe, as tools/train.py')
     args = parser.parse_args()
+    # checked now, not after the pretraining
+    mix = TaskMixHook(parse_phases(args.task_phases, args.tasks)) if args.task_phases else None
     start = time.time()
     # Adam's decaying moments of rarely used parameters drift into denormal floats, which
     # CPUs process many times slower; values below 1e-38 do not matter to training.
@@ -326,13 +331,12 @@ def main() -> None:
     else:
         runner.register_hook(BudgetHook(budget_s=train_s,
                                         schedule_lr=args.lr_schedule == 'time'))
-        if args.task_phases:
-            mix = TaskMixHook(parse_phases(args.task_phases))
+        if mix:
             runner.register_hook(mix)
         runner.train()
         train_time = time.time() - start
         iters = runner.iter
-        task_steps = mix.steps if args.task_phases else None
+        task_steps = mix.steps if mix else None
         runner.save_checkpoint(args.work_dir, 'final.pth')
     model = runner.model
     recorders = {k: ConditionRecorder(d) for k, d in model.super_link.decoders.items()
