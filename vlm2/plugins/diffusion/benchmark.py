@@ -115,6 +115,7 @@ def ensure_pretrained(cfg: Config, data_root: str, vae_minutes: float,
             print(f'{path} does not exist; pretraining a VAE there for {vae_minutes} min',
                   flush=True)
             reports[path] = vae_pretrain.pretrain_vae(data_root, path, minutes=vae_minutes)
+
     def editing(dec) -> bool:
         return dec.get('type') == 'ImageEditDecoder'
 

@@ -65,7 +65,7 @@ def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
     over the budget, save the folder to ``out_dir`` and return the report. An ``sd`` folder
     this wrote (8 input channels) is read as it is: its training goes on, with a new cosine."""
     import vlm2.plugins.diffusion  # noqa: F401  registers the decoders
-    from vlm2.plugins.diffusion.metrics import ShapesGenerationMetric
+    from vlm2.plugins.diffusion.metrics import shapes_scores
     from vlm2.registry import MODELS
     init_default_scope('vlm2')
     torch.set_flush_denormal(True)  # Adam's denormal moments are slow on CPU
@@ -106,12 +106,10 @@ def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
         edited = torch.cat([dec.generate(c, source=s) for c, s in
                             zip(val_cond.split(50), val_src.split(50))]).numpy()
     sources, targets = to_uint8(val['source']).numpy(), to_uint8(val['target']).numpy()
-    metric = ShapesGenerationMetric()
-    metric.process({}, [dict(task='edit', instruction=i, edit_type=e, source_image=s,
-                             target_image=t, pred_image=p) for i, e, s, t, p in zip(
-                                 val['instruction'], val['edit_type'], sources, targets, edited)])
-    scores = {k.split('/')[-1]: round(float(v), 3)
-              for k, v in metric.evaluate(len(edited)).items()}
+    scores = shapes_scores([dict(task='edit', instruction=i, edit_type=e, source_image=s,
+                                 target_image=t, pred_image=p) for i, e, s, t, p in zip(
+                                     val['instruction'], val['edit_type'], sources, targets,
+                                     edited)])
     os.makedirs(out_dir, exist_ok=True)
     dec.unet.save_pretrained(osp.join(out_dir, 'unet'))
     for part in ('text_encoder', 'tokenizer', 'scheduler'):  # the SD's, unchanged

@@ -120,6 +120,15 @@ class ShapesGenerationMetric(TaskMetric):
         return metrics
 
 
+def shapes_scores(samples: list[dict]) -> dict:
+    """``ShapesGenerationMetric`` on ``samples`` outside a runner (the pretraining and
+    reference scripts): its results without the ``shapes/`` prefix, rounded to 3 places."""
+    metric = ShapesGenerationMetric()
+    metric.process({}, samples)
+    return {k.split('/')[-1]: round(float(v), 3)
+            for k, v in metric.evaluate(len(samples)).items()}
+
+
 def _missing(modules) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 

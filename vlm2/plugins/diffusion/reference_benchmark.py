@@ -43,7 +43,7 @@ from tqdm import tqdm  # noqa: E402
 
 from vlm2.plugins.diffusion.analyser import parse_objects  # noqa: E402
 from vlm2.plugins.diffusion.benchmark import RECIPE, ensure_one_shape_world  # noqa: E402
-from vlm2.plugins.diffusion.metrics import ShapesGenerationMetric  # noqa: E402
+from vlm2.plugins.diffusion.metrics import shapes_scores  # noqa: E402
 from vlm2.plugins.diffusion.transforms import to_uint8  # noqa: E402
 
 WIDTH = 64
@@ -211,11 +211,8 @@ def main() -> None:
         images = np.concatenate([sample(words(val_ids[i:i + 25]), scale)
                                  for i in range(0, len(val_ids), 25)])
         unet.train()
-        metric = ShapesGenerationMetric()
-        metric.process({}, [dict(task='gen', caption=c, target_image=r, pred_image=p)
-                            for c, r, p in zip(val_caps, references, images)])
-        scores = metric.evaluate(len(val_caps))
-        return {k.split('/')[-1]: round(float(v), 3) for k, v in scores.items()}, images
+        return shapes_scores([dict(task='gen', caption=c, target_image=r, pred_image=p)
+                              for c, r, p in zip(val_caps, references, images)]), images
 
     def curve_point(scores: dict) -> dict:
         return dict(minutes=round(clock / 60, 1), iterations=it,

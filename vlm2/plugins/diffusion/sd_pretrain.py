@@ -117,7 +117,7 @@ def pretrain_sd(data_root: str, out_dir: str, minutes: float = 42.0, max_iters: 
     the noise on the caption tokens in the second evaluation."""
     import vlm2.plugins.diffusion  # noqa: F401  registers the decoders
     from vlm2.plugins.diffusion.builders import FrozenTextEncoder
-    from vlm2.plugins.diffusion.metrics import ShapesGenerationMetric
+    from vlm2.plugins.diffusion.metrics import shapes_scores
     from vlm2.registry import MODELS
     init_default_scope('vlm2')
     torch.set_flush_denormal(True)  # Adam's denormal moments are slow on CPU
@@ -167,11 +167,8 @@ def pretrain_sd(data_root: str, out_dir: str, minutes: float = 42.0, max_iters: 
         with torch.no_grad():
             images = torch.cat([dec.generate(noisy(text(c), torch.tensor(sigma), noise_gen))
                                 for c in batches(val_caps)]).numpy()
-        metric = ShapesGenerationMetric()
-        metric.process({}, [dict(task='gen', caption=c, target_image=r, pred_image=p)
-                            for c, r, p in zip(val_caps, refs, images)])
-        return ({k.split('/')[-1]: round(float(v), 3)
-                 for k, v in metric.evaluate(len(val_caps)).items()}, images)
+        return shapes_scores([dict(task='gen', caption=c, target_image=r, pred_image=p)
+                              for c, r, p in zip(val_caps, refs, images)]), images
 
     scores, images = analyse(0.0)
     noisy_scores, _ = analyse(eval_noise)

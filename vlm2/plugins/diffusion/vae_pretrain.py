@@ -69,7 +69,7 @@ def pretrain_vae(data_root: str, out_dir: str, minutes: float = 20.0, max_iters:
     with a cosine learning rate over the budget, save it to ``out_dir``, and return the
     report. Training reads random ``crop``-px windows (the model is convolutional, so it
     encodes whole pictures afterwards)."""
-    from vlm2.plugins.diffusion.metrics import ShapesGenerationMetric
+    from vlm2.plugins.diffusion.metrics import shapes_scores
     torch.set_flush_denormal(True)  # Adam's denormal moments are slow on CPU
     torch.manual_seed(seed)
     _, train_x = load_pictures(data_root, 'train', size)
@@ -96,18 +96,15 @@ def pretrain_vae(data_root: str, out_dir: str, minutes: float = 20.0, max_iters:
     vae.save_pretrained(out_dir)
     refs, preds = to_uint8(val_x).numpy(), to_uint8(recon).numpy()
     scored = [i for i, c in enumerate(captions) if c]
-    metric = ShapesGenerationMetric()
-    metric.process({}, [dict(task='gen', caption=captions[i], target_image=refs[i],
-                             pred_image=preds[i]) for i in scored])
-    scores = metric.evaluate(len(scored))
+    scores = shapes_scores([dict(task='gen', caption=captions[i], target_image=refs[i],
+                                 pred_image=preds[i]) for i in scored])
     Image.fromarray(np.concatenate([np.concatenate(list(refs[:8]), 1),
                                     np.concatenate(list(preds[:8]), 1)])).save(
         osp.join(out_dir, 'reconstructions.png'))
     report = dict(**trained, val_mse=float(F.mse_loss(recon, val_x)),
                   latent_shape=list(latents.shape[1:]),
                   scaling_factor=vae.config.scaling_factor,
-                  analyser_on_reconstructions={k.split('/')[-1]: round(float(v), 3)
-                                               for k, v in scores.items()})
+                  analyser_on_reconstructions=scores)
     with open(osp.join(out_dir, 'vae_pretrain.json'), 'w') as f:
         json.dump(report, f, indent=1)
     return report
