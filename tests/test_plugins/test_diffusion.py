@@ -8,7 +8,7 @@ import torch
 from mmengine.registry import init_default_scope
 
 from conftest import recipe_rates, tiny_model_cfg
-from vlm2.datasets.shapes_world.scene import Scene, sample_shape
+from vlm2.datasets.shapes_world.scene import Scene, Shape, sample_shape
 from vlm2.plugins.diffusion import (CaptionImageDataset, CLIPScoreMetric, FIDMetric,
                                     InstructEditDataset, LoadDiffusionImages,
                                     ShapesGenerationMetric)
@@ -593,6 +593,43 @@ def test_edit_check_wants_exactly_the_reference_shapes():
     assert not check_edit(analyse_image(other.render()), ref)['correct']  # one too many
 
 
+def test_edit_check_takes_an_added_shape_anywhere_in_its_asked_cell():
+    from dataclasses import replace
+    kept = Shape('circle', 'green', 'large', 46.0, 46.0, 9.0)  # bottom right
+    new = Shape('star', 'red', 'small', 9.0, 9.0, 5.0)  # added at the top left
+    background = (240, 240, 240)
+    ref = analyse_image(Scene(64, background, [kept, new]).render())
+    added = parse_objects('add a small red star at the top left')[0]
+
+    def check(*shapes, **kw):
+        return check_edit(analyse_image(Scene(64, background, list(shapes)).render()),
+                          ref, **kw)['correct']
+    assert check(kept, new, added=added) and check(kept, new)
+    elsewhere_in_cell = replace(new, cx=18.0, cy=18.0)  # 0.2 of the side from the reference
+    assert check(kept, elsewhere_in_cell, added=added)
+    assert not check(kept, elsewhere_in_cell)  # the reference-centroid rule
+    assert not check(kept, replace(new, cx=50.0, cy=9.0), added=added)  # top right
+    assert not check(kept, replace(new, color='blue'), added=added)
+    assert not check(kept, replace(new, kind='square'), added=added)
+    assert not check(elsewhere_in_cell, added=added)  # the kept shape is gone
+    assert not check(replace(kept, cx=18.0), elsewhere_in_cell, added=added)  # it moved
+    assert not check(kept, elsewhere_in_cell, replace(new, cx=40.0, cy=12.0, color='blue'),
+                     added=added)  # one too many
+    # the metric parses the added object from an addition's instruction
+    sample = dict(task='edit', edit_type='add',
+                  instruction='put a small red star at the top left',
+                  target_image=Scene(64, background, [kept, new]).render(),
+                  pred_image=Scene(64, background, [kept, elsewhere_in_cell]).render())
+    for add_place, accuracy in (('cell', 1.0), ('reference', 0.0)):
+        metric = ShapesGenerationMetric(add_place=add_place)
+        metric.process({}, [sample])
+        assert metric.compute_metrics(metric.results)['edit_accuracy_add'] == accuracy
+    with pytest.raises(ValueError, match='names no ShapesWorld object'):
+        ShapesGenerationMetric().process({}, [dict(sample, instruction='add something')])
+    with pytest.raises(ValueError, match="add_place must be 'cell' or 'reference'"):
+        ShapesGenerationMetric(add_place='centre')
+
+
 def test_shapes_metric_scores_predictions():
     rng = np.random.default_rng(2)
     metric = ShapesGenerationMetric()
@@ -739,11 +776,25 @@ def test_vae_pretraining_writes_a_folder_the_latent_recipe_builds_from(tmp_path,
     from vlm2.plugins.diffusion import benchmark, vae_pretrain
     root, folder = tmp_path / 'sw1', tmp_path / 'vae'
     generate_shapes_world(str(root), seed=0, num_train=4, num_val=2, max_shapes=1)
-    report = vae_pretrain.pretrain_vae(str(root), str(folder), minutes=5, max_iters=2,
-                                       batch_size=2)
-    assert report['iterations'] == 2 and report['latent_shape'] == [4, 16, 16]
+    report = vae_pretrain.pretrain_vae(str(root), str(folder), minutes=5, decoder_minutes=5,
+                                       max_iters=2, batch_size=2)
+    assert report['whole']['iterations'] == report['decoder']['iterations'] == 2
+    assert report['latent_shape'] == [4, 16, 16]
     assert (folder / 'reconstructions.png').is_file()
     assert 'gen_faithfulness' in report['analyser_on_reconstructions']
+    assert 'edit_accuracy' in report['analyser_on_edit_target_reconstructions']
+    # the decoder stage alone, from the folder, keeps the latent space
+    from diffusers import AutoencoderKL
+    again = vae_pretrain.pretrain_vae(str(root), str(tmp_path / 'vae2'), minutes=0,
+                                      decoder_minutes=5, max_iters=1, batch_size=2,
+                                      vae=str(folder))
+    assert 'whole' not in again and again['decoder']['iterations'] == 1
+    before, after = (AutoencoderKL.from_pretrained(str(f)) for f in (folder, tmp_path / 'vae2'))
+    assert after.config.scaling_factor == before.config.scaling_factor
+    assert all(torch.equal(a, b) for a, b in zip(before.encoder.parameters(),
+                                                 after.encoder.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before.decoder.parameters(),
+                                                     after.decoder.parameters()))
     init_default_scope('vlm2')
     cfg = Config.fromfile('vlm2/plugins/diffusion/configs/visionllmv2_tiny_shapes_gen_vae.py')
     for dec in cfg.model.super_link.decoders.values():
@@ -788,7 +839,8 @@ def test_sd_pretraining_writes_a_folder_the_pretrained_recipe_builds_from(tmp_pa
     from vlm2.plugins.diffusion import benchmark, ip2p_pretrain, sd_pretrain, vae_pretrain
     root, vae, sd = tmp_path / 'sw1', tmp_path / 'vae', tmp_path / 'sd'
     generate_shapes_world(str(root), seed=0, num_train=4, num_val=2, max_shapes=1)
-    vae_pretrain.pretrain_vae(str(root), str(vae), minutes=5, max_iters=1, batch_size=2)
+    vae_pretrain.pretrain_vae(str(root), str(vae), minutes=5, decoder_minutes=0, max_iters=1,
+                              batch_size=2)
     key = 'model.super_link.decoders.gen.'
     report = sd_pretrain.pretrain_sd(
         str(root), str(sd), minutes=5, max_iters=2, batch_size=2,
@@ -869,7 +921,8 @@ def test_ip2p_pretraining_widens_the_sd_unet_and_writes_a_folder_the_recipe_read
     from vlm2.plugins.diffusion import ip2p_pretrain, sd_pretrain, vae_pretrain
     root, vae, sd, ip2p = (tmp_path / n for n in ('sw1', 'vae', 'sd', 'ip2p'))
     generate_shapes_world(str(root), seed=0, num_train=4, num_val=2, max_shapes=1)
-    vae_pretrain.pretrain_vae(str(root), str(vae), minutes=5, max_iters=1, batch_size=2)
+    vae_pretrain.pretrain_vae(str(root), str(vae), minutes=5, decoder_minutes=0, max_iters=1,
+                              batch_size=2)
     sd_pretrain.pretrain_sd(str(root), str(sd), minutes=5, max_iters=1, batch_size=2,
                             cfg_options={'model.super_link.decoders.gen.vae.pretrained':
                                          str(vae),

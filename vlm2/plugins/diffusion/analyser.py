@@ -181,11 +181,26 @@ def check_generation(blobs: Sequence[Blob], asked: Sequence[Asked],
                 extra=len(free), **hits)
 
 
-def check_edit(pred: Sequence[Blob], reference: Sequence[Blob], tol: float = 0.15) -> dict:
+def check_edit(pred: Sequence[Blob], reference: Sequence[Blob], tol: float = 0.15,
+               added: Optional[Asked] = None, margin: float = 0.1) -> dict:
     """Whether the edited image shows exactly the reference's shapes: the same colours and
     kinds, each within ``tol`` (fraction of the image side) of the reference centroid, and
     nothing more.
+
+    ``added`` is the object an addition asks for ("add a red star at the top"). Its place in
+    the reference is one draw within the asked grid cell that the instruction does not say,
+    so it is checked as generation checks a caption's object: its colour and kind inside the
+    cell grown by ``margin``. Every other shape keeps its place from the source, and is
+    checked against the reference centroid.
     """
+    reference = list(reference)
+    new = None
+    if added is not None and added.position is not None:
+        drawn = [b for b in reference if b.color == added.color and b.kind == added.kind
+                 and _in_cell(b, added.position, margin)]
+        new = drawn[-1] if drawn else None  # drawn last, on top; absent when occluded
+        if new is not None:
+            reference.remove(new)
     free = list(pred)
     found = 0
     for ref in reference:
@@ -194,5 +209,12 @@ def check_edit(pred: Sequence[Blob], reference: Sequence[Blob], tol: float = 0.1
         if match:
             found += 1
             free.remove(min(match, key=lambda b: math.hypot(b.cx - ref.cx, b.cy - ref.cy)))
-    return dict(correct=found == len(reference) and not free, found=found,
-                expected=len(reference), extra=len(free))
+    if new is not None:
+        match = [b for b in free if b.color == new.color and b.kind == new.kind
+                 and _in_cell(b, added.position, margin)]
+        if match:
+            found += 1
+            free.remove(match[0])
+    expected = len(reference) + (new is not None)
+    return dict(correct=found == expected and not free, found=found, expected=expected,
+                extra=len(free))

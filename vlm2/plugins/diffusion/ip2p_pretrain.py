@@ -106,10 +106,10 @@ def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
         edited = torch.cat([dec.generate(c, source=s) for c, s in
                             zip(val_cond.split(50), val_src.split(50))]).numpy()
     sources, targets = to_uint8(val['source']).numpy(), to_uint8(val['target']).numpy()
-    scores = shapes_scores([dict(task='edit', instruction=i, edit_type=e, source_image=s,
-                                 target_image=t, pred_image=p) for i, e, s, t, p in zip(
-                                     val['instruction'], val['edit_type'], sources, targets,
-                                     edited)])
+    samples = [dict(task='edit', instruction=i, edit_type=e, source_image=s, target_image=t,
+                    pred_image=p) for i, e, s, t, p in zip(
+                        val['instruction'], val['edit_type'], sources, targets, edited)]
+    scores = shapes_scores(samples)
     os.makedirs(out_dir, exist_ok=True)
     dec.unet.save_pretrained(osp.join(out_dir, 'unet'))
     for part in ('text_encoder', 'tokenizer', 'scheduler'):  # the SD's, unchanged
@@ -118,7 +118,9 @@ def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
             for i in range(min(8, len(edited)))]
     Image.fromarray(np.concatenate(rows, 0)).save(osp.join(out_dir, 'samples.png'))
     report = dict(**trained, sd=sd, batch_size=batch_size, lr=lr, cond_noise=cond_noise,
-                  num_train=len(cond), test_cfg=dec.test_cfg, analyser_on_val_edits=scores)
+                  num_train=len(cond), test_cfg=dec.test_cfg, analyser_on_val_edits=scores,
+                  analyser_on_val_edits_add_at_reference=shapes_scores(
+                      samples, add_place='reference'))
     with open(osp.join(out_dir, 'ip2p_pretrain.json'), 'w') as f:
         json.dump(report, f, indent=1)
     return report

@@ -10,13 +10,21 @@ deviation on the validation pictures, as SD's is. Run from the repository root::
     OMP_NUM_THREADS=2 .venv/bin/python vlm2/plugins/diffusion/vae_pretrain.py \\
         --data-root data/shapes_world_1shape --out-dir work_dirs/shapes_world_vae
 
-Writes the folder, ``vae_pretrain.json`` (the analyser on the validation reconstructions,
-MSE, minutes) and ``reconstructions.png`` (pictures over their reconstructions).
+Writes the folder, ``vae_pretrain.json`` (the analyser on the validation reconstructions:
+of the captioned pictures, and of the edit targets scored as edits, the ceiling of any
+[EDIT] decoder in these latents; MSE, minutes) and ``reconstructions.png`` (pictures over
+their reconstructions).
+
+It trains the whole VAE on crops, then its decoder alone on whole pictures.
+``--vae FOLDER --minutes 0`` runs only the second stage on a VAE this wrote, keeping its
+encoder and ``scaling_factor``: the latent space, and so the tiny SD and InstructPix2Pix
+trained in it, stay valid (as SD's fine-tuned ``ft-MSE`` decoders replace the original).
 """
 import argparse
 import json
 import os.path as osp
 import sys
+from typing import Optional
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 if ROOT not in sys.path:
@@ -42,7 +50,8 @@ VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_b
 
 def load_pictures(data_root: str, split: str, size: int) -> tuple[list[str], Tensor]:
     """Every picture the split's captions and edits name (each once), in [-1, 1], and the
-    caption of each captioned one ('' for edit pictures)."""
+    caption of each captioned one ('' for edit pictures); the edit targets' rows carry
+    their edit as a dict instead."""
     ann = osp.join(data_root, 'annotations')
     paths: dict[str, str] = {}
     for name, keys in (('captions', ('image',)), ('edits', ('source', 'target'))):
@@ -55,6 +64,8 @@ def load_pictures(data_root: str, split: str, size: int) -> tuple[list[str], Ten
                     row = json.loads(line)
                     for k in keys:
                         paths.setdefault(row[k], row.get('caption', ''))
+                    if name == 'edits':
+                        paths[row['target']] = dict(row)
     # the decoders' own preprocessing (LoadDiffusionImages)
     images = [square_image(load_rgb(osp.join(data_root, 'images', p)), size)
               for p in tqdm(paths, desc=f'{split} pictures')]
@@ -62,49 +73,82 @@ def load_pictures(data_root: str, split: str, size: int) -> tuple[list[str], Ten
     return list(paths.values()), x
 
 
-def pretrain_vae(data_root: str, out_dir: str, minutes: float = 20.0, max_iters: int = 0,
-                 size: int = 64, crop: int = 32, batch_size: int = 16, lr: float = 1e-3,
-                 kl_weight: float = 1e-6, seed: int = 0) -> dict:
-    """Train a VAE for ``minutes`` (or ``max_iters`` > 0 iterations, whichever comes first)
-    with a cosine learning rate over the budget, save it to ``out_dir``, and return the
-    report. Training reads random ``crop``-px windows (the model is convolutional, so it
-    encodes whole pictures afterwards)."""
+def pretrain_vae(data_root: str, out_dir: str, minutes: float = 20.0,
+                 decoder_minutes: float = 15.0, max_iters: int = 0, size: int = 64,
+                 crop: int = 32, batch_size: int = 16, lr: float = 1e-3,
+                 decoder_lr: float = 3e-4, kl_weight: float = 1e-6, seed: int = 0,
+                 vae: Optional[str] = None) -> dict:
+    """Train a VAE (new, or the folder ``vae`` this wrote) in two stages, each with a cosine
+    learning rate over its minutes (or ``max_iters`` > 0 iterations, whichever comes first),
+    save it to ``out_dir``, and return the report.
+
+    1. ``minutes``: the whole VAE on random ``crop``-px windows (it is convolutional, so it
+       encodes whole pictures afterwards); then ``scaling_factor`` is set.
+    2. ``decoder_minutes``: the decoder alone on whole pictures, on the frozen encoder's
+       latents. The latent space stays as it is; the decoder's mid-block attention sees the
+       whole latent it decodes at test time, not a crop's quarter of it.
+    """
     from vlm2.plugins.diffusion.metrics import shapes_scores
     torch.set_flush_denormal(True)  # Adam's denormal moments are slow on CPU
     torch.manual_seed(seed)
     _, train_x = load_pictures(data_root, 'train', size)
     captions, val_x = load_pictures(data_root, 'val', size)
-    vae = AutoencoderKL(**VAE_CONFIG, sample_size=size)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr)
+    vae_dir = vae
+    vae = AutoencoderKL.from_pretrained(vae_dir) if vae_dir else \
+        AutoencoderKL(**VAE_CONFIG, sample_size=size)
     gen = torch.Generator().manual_seed(seed)
 
-    def step_loss() -> Tensor:
-        x = train_x[torch.randint(0, len(train_x), (batch_size,), generator=gen)]
-        if crop < size:
-            i, j = torch.randint(0, size - crop + 1, (2,), generator=gen).tolist()
-            x = x[:, :, i:i + crop, j:j + crop]
-        posterior = vae.encode(x).latent_dist
-        return F.mse_loss(vae.decode(posterior.sample(generator=gen)).sample, x) \
-            + kl_weight * posterior.kl().mean()
+    def train(parts: list[torch.nn.Module], stage_minutes: float, stage_lr: float,
+              stage_crop: int, desc: str) -> dict:
+        vae.requires_grad_(False)
+        for part in parts:
+            part.requires_grad_(True)
+        whole = parts == [vae]
 
-    trained = train_within_budget(opt, step_loss, minutes, max_iters, desc='train (VAE)')
+        def step_loss() -> Tensor:
+            x = train_x[torch.randint(0, len(train_x), (batch_size,), generator=gen)]
+            if stage_crop < size:
+                i, j = torch.randint(0, size - stage_crop + 1, (2,), generator=gen).tolist()
+                x = x[:, :, i:i + stage_crop, j:j + stage_crop]
+            with torch.set_grad_enabled(whole):
+                posterior = vae.encode(x).latent_dist
+            loss = F.mse_loss(vae.decode(posterior.sample(generator=gen)).sample, x)
+            return loss + kl_weight * posterior.kl().mean() if whole else loss
+
+        opt = torch.optim.AdamW([p for part in parts for p in part.parameters()], lr=stage_lr)
+        return train_within_budget(opt, step_loss, stage_minutes, max_iters, desc=desc)
+
+    trained = {}
+    if minutes > 0:
+        trained['whole'] = train([vae], minutes, lr, crop, 'train (VAE)')
+    if decoder_minutes > 0:
+        trained['decoder'] = train([vae.decoder, vae.post_quant_conv], decoder_minutes,
+                                   decoder_lr, size, 'train (VAE decoder)')
     vae.eval()
     with torch.no_grad():
         latents = torch.cat([vae.encode(b).latent_dist.mode() for b in val_x.split(32)])
         recon = torch.cat([vae.decode(z).sample for z in latents.split(32)])
-    vae.register_to_config(scaling_factor=1 / float(latents.std()))
+    if minutes > 0:  # a new latent space
+        vae.register_to_config(scaling_factor=1 / float(latents.std()))
     vae.save_pretrained(out_dir)
     refs, preds = to_uint8(val_x).numpy(), to_uint8(recon).numpy()
-    scored = [i for i, c in enumerate(captions) if c]
-    scores = shapes_scores([dict(task='gen', caption=captions[i], target_image=refs[i],
-                                 pred_image=preds[i]) for i in scored])
+    scores = shapes_scores([dict(task='gen', caption=c, target_image=refs[i],
+                                 pred_image=preds[i])
+                            for i, c in enumerate(captions) if isinstance(c, str) and c])
+    # an edited target drawn exactly as the VAE reconstructs it: the edit metric's ceiling
+    edits = shapes_scores([dict(task='edit', instruction=c['instruction'],
+                                edit_type=c.get('edit_type', 'all'), target_image=refs[i],
+                                pred_image=preds[i])
+                           for i, c in enumerate(captions) if isinstance(c, dict)])
     Image.fromarray(np.concatenate([np.concatenate(list(refs[:8]), 1),
                                     np.concatenate(list(preds[:8]), 1)])).save(
         osp.join(out_dir, 'reconstructions.png'))
     report = dict(**trained, val_mse=float(F.mse_loss(recon, val_x)),
                   latent_shape=list(latents.shape[1:]),
                   scaling_factor=vae.config.scaling_factor,
-                  analyser_on_reconstructions=scores)
+                  vae=vae_dir,
+                  analyser_on_reconstructions=scores,
+                  analyser_on_edit_target_reconstructions=edits)
     with open(osp.join(out_dir, 'vae_pretrain.json'), 'w') as f:
         json.dump(report, f, indent=1)
     return report
@@ -114,16 +158,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--data-root', default='data/shapes_world_1shape')
     parser.add_argument('--out-dir', default='work_dirs/shapes_world_vae')
-    parser.add_argument('--minutes', type=float, default=20.0)
+    parser.add_argument('--minutes', type=float, default=20.0,
+                        help='training minutes of the whole VAE (0 with --vae: none)')
+    parser.add_argument('--decoder-minutes', type=float, default=15.0,
+                        help='then training minutes of the decoder alone, on whole pictures')
     parser.add_argument('--max-iters', type=int, default=0, help='0: only the time budget')
     parser.add_argument('--size', type=int, default=64, help='picture side in pixels')
     parser.add_argument('--crop', type=int, default=32, help='training window side')
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--lr', type=float, default=1e-3)
+    parser.add_argument('--decoder-lr', type=float, default=3e-4)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--vae', help='a VAE folder this wrote, to train on from')
     args = parser.parse_args()
-    report = pretrain_vae(args.data_root, args.out_dir, args.minutes, args.max_iters,
-                          args.size, args.crop, args.batch_size, args.lr, seed=args.seed)
+    report = pretrain_vae(args.data_root, args.out_dir, args.minutes, args.decoder_minutes,
+                          args.max_iters, args.size, args.crop, args.batch_size, args.lr,
+                          args.decoder_lr, seed=args.seed, vae=args.vae)
     print(json.dumps(report, indent=1))
 
 
