@@ -96,6 +96,18 @@ def test_two_decoders_cannot_own_one_token():
                                                   b=dict(type='ToyDecoder'))))
 
 
+def test_routing_token_ids_do_not_depend_on_the_order_of_the_decoders():
+    # MMEngine dumps a run's config with sorted keys: a checkpoint must read the same ids
+    # from work_dir/<config>.py as from the config it was trained with
+    import toy_plugin  # noqa: F401
+    init_default_scope('vlm2')
+    a, b = dict(type='ToyDecoder', routing_tokens=['[TOY2]']), \
+        dict(type='ToyDecoder', routing_tokens=['[TOY]'])
+    ids = [MODELS.build(tiny_model_cfg(decoders=decoders)).encoder.routing_ids
+           for decoders in (dict(zeta=a, alpha=b), dict(alpha=b, zeta=a))]
+    assert ids[0] == ids[1] and ids[0]['[TOY2]'] < ids[0]['[TOY]']  # sorted by name
+
+
 def test_unknown_routing_token_in_an_answer_names_the_sample(toy_model):
     with pytest.raises(ValueError, match=r'unknown routing token \[POSE\].*\[TOY\]'):
         toy_model.encoder.encode(sample('count', 'cat[POSE]').conversation, 0,

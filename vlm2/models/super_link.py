@@ -69,7 +69,10 @@ class SuperLink(BaseModule):
     # ---- set-up -------------------------------------------------------------------------
     @property
     def routing_tokens(self) -> list[str]:
-        return list(self.token_owner)
+        """The routing tokens in sorted order: the tokenizer gets their ids in this order, so
+        the ids do not depend on the order of the config's decoders, which MMEngine's dumped
+        config (``work_dir/<config>.py``) sorts by name."""
+        return sorted(self.token_owner)
 
     def num_queries_of(self, token: str) -> int:
         """Length of the query run after ``token``."""

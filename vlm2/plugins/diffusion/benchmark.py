@@ -300,8 +300,8 @@ def main() -> None:
                              "recipe's 0.1)")
     parser.add_argument('--vae-minutes', type=float, default=20.0,
                         help='pretraining minutes of a VAE the config names but that does not '
-                             'exist yet, before 15 of its decoder alone (not counted in --budget-min, as the paper\'s VAE is '
-                             'pretrained)')
+                             'exist yet, before 15 of its decoder alone (not counted in '
+                             "--budget-min, as the paper's VAE is pretrained)")
     parser.add_argument('--sd-minutes', type=float, default=42.0,
                         help='pretraining minutes of a UNet folder the config names but that '
                              'does not exist yet (sd_pretrain.py; not counted in --budget-min, '

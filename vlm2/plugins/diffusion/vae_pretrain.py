@@ -48,12 +48,12 @@ VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_b
                   up_block_types=('UpDecoderBlock2D',) * 3)
 
 
-def load_pictures(data_root: str, split: str, size: int) -> tuple[list[str], Tensor]:
+def load_pictures(data_root: str, split: str, size: int) -> tuple[list, Tensor]:
     """Every picture the split's captions and edits name (each once), in [-1, 1], and the
     caption of each captioned one ('' for edit pictures); the edit targets' rows carry
     their edit as a dict instead."""
     ann = osp.join(data_root, 'annotations')
-    paths: dict[str, str] = {}
+    paths: dict[str, object] = {}
     for name, keys in (('captions', ('image',)), ('edits', ('source', 'target'))):
         path = osp.join(ann, f'{name}_{split}.jsonl')
         if not osp.isfile(path):
