@@ -77,9 +77,9 @@ class TaskMixHook(Hook):
         weights = self.phases[phase]['weights']
         w = np.array([float(weights.get(f, 0.0)) for f in self.sampler.families])
         self.sampler.probs = w / w.sum()
+        mix = dict(zip(self.sampler.families, self.sampler.probs.round(3).tolist()))
         print_log(f'TaskMixHook: phase {phase} at iteration {runner.iter} ({spent:.0%} of the '
-                  f'budget): {dict(zip(self.sampler.families, self.sampler.probs.round(3).tolist()))}',
-                  logger='current')
+                  f'budget): {mix}', logger='current')
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         self._apply(runner, self._spent(runner))

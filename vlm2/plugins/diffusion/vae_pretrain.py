@@ -48,13 +48,13 @@ VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_b
                   up_block_types=('UpDecoderBlock2D',) * 3)
 
 
-def load_pictures(data_root: str, split: str, size: int) -> tuple[list, Tensor]:
+def load_pictures(data_root: str, split: str, size: int) -> tuple[list[dict], Tensor]:
     """Every picture the split's captions and edits name (each once), in [-1, 1], and the
-    caption of each captioned one ('' for edit pictures); the edit targets' rows carry
-    their edit as a dict instead."""
+    annotation row that names it: a caption's row, an edit's row for its target, ``{}`` for
+    an edit's source."""
     ann = osp.join(data_root, 'annotations')
-    paths: dict[str, object] = {}
-    for name, keys in (('captions', ('image',)), ('edits', ('source', 'target'))):
+    rows: dict[str, dict] = {}  # picture path → its row
+    for name in ('captions', 'edits'):
         path = osp.join(ann, f'{name}_{split}.jsonl')
         if not osp.isfile(path):
             raise FileNotFoundError(f'{path}: no such file (a ShapesWorld annotation)')
@@ -62,15 +62,16 @@ def load_pictures(data_root: str, split: str, size: int) -> tuple[list, Tensor]:
             for line in f:
                 if line.strip():
                     row = json.loads(line)
-                    for k in keys:
-                        paths.setdefault(row[k], row.get('caption', ''))
-                    if name == 'edits':
-                        paths[row['target']] = dict(row)
+                    if name == 'captions':
+                        rows.setdefault(row['image'], row)
+                    else:
+                        rows.setdefault(row['source'], {})
+                        rows[row['target']] = row
     # the decoders' own preprocessing (LoadDiffusionImages)
     images = [square_image(load_rgb(osp.join(data_root, 'images', p)), size)
-              for p in tqdm(paths, desc=f'{split} pictures')]
+              for p in tqdm(rows, desc=f'{split} pictures')]
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return list(paths.values()), x
+    return list(rows.values()), x
 
 
 def pretrain_vae(data_root: str, out_dir: str, minutes: float = 20.0,
@@ -92,7 +93,7 @@ def pretrain_vae(data_root: str, out_dir: str, minutes: float = 20.0,
     torch.set_flush_denormal(True)  # Adam's denormal moments are slow on CPU
     torch.manual_seed(seed)
     _, train_x = load_pictures(data_root, 'train', size)
-    captions, val_x = load_pictures(data_root, 'val', size)
+    val_rows, val_x = load_pictures(data_root, 'val', size)
     vae_dir = vae
     vae = AutoencoderKL.from_pretrained(vae_dir) if vae_dir else \
         AutoencoderKL(**VAE_CONFIG, sample_size=size)
@@ -132,14 +133,14 @@ def pretrain_vae(data_root: str, out_dir: str, minutes: float = 20.0,
         vae.register_to_config(scaling_factor=1 / float(latents.std()))
     vae.save_pretrained(out_dir)
     refs, preds = to_uint8(val_x).numpy(), to_uint8(recon).numpy()
-    scores = shapes_scores([dict(task='gen', caption=c, target_image=refs[i],
+    scores = shapes_scores([dict(task='gen', caption=r['caption'], target_image=refs[i],
                                  pred_image=preds[i])
-                            for i, c in enumerate(captions) if isinstance(c, str) and c])
+                            for i, r in enumerate(val_rows) if r.get('caption')])
     # an edited target drawn exactly as the VAE reconstructs it: the edit metric's ceiling
-    edits = shapes_scores([dict(task='edit', instruction=c['instruction'],
-                                edit_type=c.get('edit_type', 'all'), target_image=refs[i],
+    edits = shapes_scores([dict(task='edit', instruction=r['instruction'],
+                                edit_type=r.get('edit_type', 'all'), target_image=refs[i],
                                 pred_image=preds[i])
-                           for i, c in enumerate(captions) if isinstance(c, dict)])
+                           for i, r in enumerate(val_rows) if 'instruction' in r])
     Image.fromarray(np.concatenate([np.concatenate(list(refs[:8]), 1),
                                     np.concatenate(list(preds[:8]), 1)])).save(
         osp.join(out_dir, 'reconstructions.png'))
