@@ -452,6 +452,39 @@ def test_teacher_prob_is_checked_naming_the_key(kwargs, match):
         MODELS.build(cfg)
 
 
+def test_denoise_interval_runs_the_unet_on_every_nth_step_and_aligns_on_every_step():
+    import vlm2.plugins.diffusion  # noqa: F401
+    init_default_scope('vlm2')
+    torch.manual_seed(0)
+    decs = decoders()
+    decs['edit'].update(text_encoder=TINY_TEXT_ENCODER, denoise_interval=3)
+    cfg = tiny_model_cfg(decoders=decs)
+    cfg['tokenizer'] = dict(type='WordLevelTokenizer', words=WORDS)
+    cfg['test_cfg'] = dict(routing='forced')
+    model = MODELS.build(cfg)
+    dec = model.super_link.decoders['edit']
+    calls = UNetInputs(dec.unet)
+    keys = []
+    for _ in range(4):
+        losses = run(model, [edit_sample(0), edit_sample(1)], 'loss')
+        keys.append(sorted(k for k in losses if k.startswith('edit.')))
+        n = len(calls.shapes)
+        if 'edit.loss_diffusion' not in losses:  # a step between: the link learns to align
+            losses['edit.loss_align'].backward()
+            assert model.super_link.queries['edit'].weight.grad.abs().sum() > 0
+            assert dec.unet.conv_in.weight.grad is None
+    with_unet = ['edit.loss_align', 'edit.loss_diffusion']
+    assert keys == [with_unet, ['edit.loss_align'], ['edit.loss_align'], with_unet]
+    assert n == 2  # one UNet pass on steps 1 and 4, none between
+    # without a text encoder a step between would have no loss at all
+    decs = decoders()
+    decs['edit'].update(denoise_interval=2)
+    cfg = tiny_model_cfg(decoders=decs)
+    cfg['tokenizer'] = dict(type='WordLevelTokenizer', words=WORDS)
+    with pytest.raises(ValueError, match=r'ImageEditDecoder>.denoise_interval must be ≥ 1, and 1 without'):
+        MODELS.build(cfg)
+
+
 def test_config_built_text_encoder_is_seeded_and_matches_its_saved_folder(tmp_path):
     from vlm2.plugins.diffusion.builders import FrozenTextEncoder
     state = torch.random.get_rng_state()

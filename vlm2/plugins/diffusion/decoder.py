@@ -62,6 +62,12 @@ class DiffusionDecoder(BaseTaskDecoder):
             embeddings, a UNet built from a config is not, and this lets it learn from a
             condition that tells prompts apart from the first step while the alignment loss
             brings the link's condition to the same place. Inference always reads the link.
+        denoise_interval: with a ``text_encoder``, the denoising loss is computed on every
+            ``denoise_interval``-th training step of this decoder and the steps between train
+            on the alignment losses alone, which skip the VAE and the UNet, so a time budget
+            holds several alignment steps per denoising step. Not the paper's (1, every
+            step): through the link a pretrained UNet scores what it scores on the text
+            encoder's exact embedding only as the condition comes near it (plugin README).
         cond_dropout: probability that a training sample's condition is replaced by the
             learned null condition (classifier-free guidance).
         noise_repeats: noise draws (each with its own timestep) per sample and training
@@ -91,7 +97,7 @@ class DiffusionDecoder(BaseTaskDecoder):
                  pixel_patch: int = 1, image_size: int = 512, train_unet: bool = True,
                  text_encoder: Optional[dict] = None, align_weight: float = 0.1,
                  align_contrast: Optional[dict] = None,
-                 teacher_prob: float = 0.0,
+                 teacher_prob: float = 0.0, denoise_interval: int = 1,
                  cond_dropout: float = 0.1, noise_repeats: int = 1,
                  state_grad: float = 1.0, snr_gamma: Optional[float] = None,
                  conditioner: Optional[dict] = None, test_cfg: Optional[dict] = None,
@@ -151,6 +157,12 @@ class DiffusionDecoder(BaseTaskDecoder):
             raise ValueError(f'{key}.teacher_prob={teacher_prob} needs a text_encoder: the '
                              'teacher condition is its embedding of the text')
         self.teacher_prob = teacher_prob
+        if int(denoise_interval) < 1 or (denoise_interval > 1 and self.text_encoder is None):
+            raise ValueError(f'{key}.denoise_interval must be ≥ 1, and 1 without a text_encoder '
+                             f'(the steps between have only the alignment loss), got '
+                             f'{denoise_interval}')
+        self.denoise_interval = int(denoise_interval)
+        self.train_steps = 0  # this decoder's training steps, for denoise_interval
         self.cond_dropout = cond_dropout
         if int(noise_repeats) < 1:
             raise ValueError(f'{key}.noise_repeats must be ≥ 1, got {noise_repeats}')
@@ -230,6 +242,8 @@ class DiffusionDecoder(BaseTaskDecoder):
             states = states.detach() + self.state_grad * (states - states.detach())
         cond = self.conditioner(states)
         losses = {}
+        denoise = self.train_steps % self.denoise_interval == 0
+        self.train_steps += 1
         if self.text_encoder is not None:
             texts = [str(s.get(self.text_field, '')) for s in data_samples]
             target = self.text_encoder(texts).to(cond.device)
@@ -237,6 +251,8 @@ class DiffusionDecoder(BaseTaskDecoder):
             if self.contrast is not None:
                 losses['loss_align_contrast'] = self.contrast_weight * self.contrast(cond,
                                                                                      target)
+            if not denoise:
+                return losses
             if self.teacher_prob:
                 teach = torch.rand(cond.shape[0], device=cond.device) < self.teacher_prob
                 cond = torch.where(teach[:, None, None], target.to(cond.dtype), cond)
