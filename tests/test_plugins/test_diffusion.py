@@ -980,8 +980,9 @@ def test_ip2p_pretraining_widens_the_sd_unet_and_writes_a_folder_the_recipe_read
     edit_cfg.unet.pretrained = str(ip2p)
     edit = MODELS.build(edit_cfg, default_args=dict(llm_hidden_size=256))
     sd_conv = UNet2DConditionModel.from_pretrained(str(sd), subfolder='unet').conv_in.weight
-    # read as saved (8 channels, trained), not widened again; it keeps training
+    # read as saved (8 channels, trained), not widened again; frozen, as the recipe says
     assert edit.unet.config.in_channels == 8
     assert edit.unet.conv_in.weight[:, 4:].abs().sum() > 0
     assert not torch.equal(edit.unet.conv_in.weight[:, :4], sd_conv)
-    assert all(p.requires_grad for p in edit.unet.parameters())
+    assert not any(p.requires_grad for p in edit.unet.parameters())
+    assert edit.denoise_interval == 4 and edit.teacher_prob == 0.0
