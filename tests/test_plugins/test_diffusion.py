@@ -50,11 +50,13 @@ def decoders(edit_vae: bool = False, noise: dict = NOISE) -> dict:
                          **common), edit=edit)
 
 
-def build(edit_vae: bool = False, routing: str = 'forced', noise: dict = NOISE):
+def build(edit_vae: bool = False, routing: str = 'forced', noise: dict = NOISE,
+          decs: dict = None):
+    """The tiny model with the tiny decoders, or ``decs`` (e.g. :func:`decoders` changed)."""
     import vlm2.plugins.diffusion  # noqa: F401  registers the decoders
     init_default_scope('vlm2')
     torch.manual_seed(0)
-    cfg = tiny_model_cfg(decoders=decoders(edit_vae, noise))
+    cfg = tiny_model_cfg(decoders=decs or decoders(edit_vae, noise))
     cfg['tokenizer'] = dict(type='WordLevelTokenizer', words=WORDS)
     cfg['test_cfg'] = dict(routing=routing)
     return MODELS.build(cfg)
@@ -453,15 +455,9 @@ def test_teacher_prob_is_checked_naming_the_key(kwargs, match):
 
 
 def test_denoise_interval_runs_the_unet_on_every_nth_step_and_aligns_on_every_step():
-    import vlm2.plugins.diffusion  # noqa: F401
-    init_default_scope('vlm2')
-    torch.manual_seed(0)
     decs = decoders()
     decs['edit'].update(text_encoder=TINY_TEXT_ENCODER, denoise_interval=3)
-    cfg = tiny_model_cfg(decoders=decs)
-    cfg['tokenizer'] = dict(type='WordLevelTokenizer', words=WORDS)
-    cfg['test_cfg'] = dict(routing='forced')
-    model = MODELS.build(cfg)
+    model = build(decs=decs)
     dec = model.super_link.decoders['edit']
     calls = UNetInputs(dec.unet)
     keys = []
@@ -479,10 +475,8 @@ def test_denoise_interval_runs_the_unet_on_every_nth_step_and_aligns_on_every_st
     # without a text encoder a step between would have no loss at all
     decs = decoders()
     decs['edit'].update(denoise_interval=2)
-    cfg = tiny_model_cfg(decoders=decs)
-    cfg['tokenizer'] = dict(type='WordLevelTokenizer', words=WORDS)
-    with pytest.raises(ValueError, match=r'ImageEditDecoder>.denoise_interval must be ≥ 1, and 1 without'):
-        MODELS.build(cfg)
+    with pytest.raises(ValueError, match=r'denoise_interval must be ≥ 1, and 1 without'):
+        build(decs=decs)
 
 
 def test_config_built_text_encoder_is_seeded_and_matches_its_saved_folder(tmp_path):
