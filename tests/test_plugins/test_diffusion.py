@@ -1,5 +1,6 @@
 """The generation plugin: [GEN]/[EDIT] decoders, adapters, image loading, analyser, metrics."""
 import json
+from typing import Optional
 
 import mmcv
 import numpy as np
@@ -51,7 +52,7 @@ def decoders(edit_vae: bool = False, noise: dict = NOISE) -> dict:
 
 
 def build(edit_vae: bool = False, routing: str = 'forced', noise: dict = NOISE,
-          decs: dict = None):
+          decs: Optional[dict] = None):
     """The tiny model with the tiny decoders, or ``decs`` (e.g. :func:`decoders` changed)."""
     import vlm2.plugins.diffusion  # noqa: F401  registers the decoders
     init_default_scope('vlm2')

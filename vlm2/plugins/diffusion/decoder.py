@@ -7,11 +7,8 @@ replaces CLIP's text embeddings. Editing is InstructPix2Pix style: the UNet also
 source image's latent, concatenated to the noisy latent on the channels (4 + 4 = 8 with
 SD's VAE). This is their shared base; they are ``gen_decoder.py`` and ``edit_decoder.py``.
 """
-import base64
 from typing import Optional
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
@@ -19,16 +16,16 @@ from diffusers.training_utils import compute_snr
 from torch import Tensor
 
 from vlm2.models import BaseTaskDecoder
-from vlm2.registry import MODELS
 from vlm2.structures import LinkedPhrases, VLMDataSample
 from .alignment import ContrastiveAlignment
 from .builders import (FrozenTextEncoder, build_scheduler, build_unet, build_vae,
                        expand_conv_in, sampler_class)
 from .conditioner import SuperLinkConditioner
+from .image_results import ImageResults
 from .transforms import load_rgb, square_image, to_tensor, to_uint8
 
 
-class DiffusionDecoder(BaseTaskDecoder):
+class DiffusionDecoder(ImageResults, BaseTaskDecoder):
     """Shared machinery of the [GEN] and [EDIT] decoders.
 
     Reads ``target_image`` (uint8 (3, H, W), training), ``source_image`` (editing; at
@@ -157,11 +154,11 @@ class DiffusionDecoder(BaseTaskDecoder):
             raise ValueError(f'{key}.teacher_prob={teacher_prob} needs a text_encoder: the '
                              'teacher condition is its embedding of the text')
         self.teacher_prob = teacher_prob
-        if int(denoise_interval) < 1 or (denoise_interval > 1 and self.text_encoder is None):
+        self.denoise_interval = int(denoise_interval)
+        if self.denoise_interval < 1 or (self.denoise_interval > 1 and self.text_encoder is None):
             raise ValueError(f'{key}.denoise_interval must be ≥ 1, and 1 without a text_encoder '
                              f'(the steps between have only the alignment loss), got '
                              f'{denoise_interval}')
-        self.denoise_interval = int(denoise_interval)
         self.train_steps = 0  # this decoder's training steps, for denoise_interval
         self.cond_dropout = cond_dropout
         if int(noise_repeats) < 1:
@@ -381,26 +378,3 @@ class DiffusionDecoder(BaseTaskDecoder):
                           None if source is None else torch.cat([source, source]))
         uncond, conditional = both.chunk(2)
         return uncond + text_scale * (conditional - uncond)
-
-    # ---- results ---------------------------------------------------------------------------
-    def format_results(self, data_sample: VLMDataSample) -> dict:
-        img = data_sample.get('pred_image')
-        if img is None:
-            return {}
-        ok, png = cv2.imencode('.png', cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2BGR))
-        return dict(task=self.routing_tokens[0], size=list(img.shape[:2]),
-                    num_steps=self.test_cfg['num_steps'], seed=self.test_cfg['seed'],
-                    png_base64=base64.b64encode(png.tobytes()).decode('ascii') if ok else None)
-
-    def draw(self, image: np.ndarray, data_sample: VLMDataSample) -> Optional[np.ndarray]:
-        """The generated image (for edits: the source, then the edited image)."""
-        img = data_sample.get('pred_image')
-        if img is None:
-            return None
-        img = np.asarray(img)
-        if not self.uses_source or image is None:
-            return img
-        src = square_image(np.asarray(image), img.shape[0])
-        gap = np.full((img.shape[0], max(2, img.shape[0] // 16), 3), 255, np.uint8)
-        return np.concatenate([src, gap, img], axis=1)
-
