@@ -59,11 +59,14 @@ def triplets(data_root: str, split: str, size: int) -> dict:
 def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
                   max_iters: int = 0, config: str = CONFIG,
                   cfg_options: Optional[dict] = None, batch_size: int = 16,
-                  lr: float = 5e-4, seed: int = 0, cond_noise: float = 0.5) -> dict:
+                  lr: float = 5e-4, seed: int = 0, cond_noise: float = 0.5,
+                  val_root: Optional[str] = None) -> dict:
     """Widen the tiny SD folder ``sd``'s UNet to read the source latent, train it on edit
     triplets for ``minutes`` (or ``max_iters`` > 0 iterations) with a cosine learning rate
     over the budget, save the folder to ``out_dir`` and return the report. An ``sd`` folder
-    this wrote (8 input channels) is read as it is: its training goes on, with a new cosine."""
+    this wrote (8 input channels) is read as it is: its training goes on, with a new cosine.
+    ``val_root`` (default ``data_root``) gives the validation triplets, so a larger training
+    set can be scored on the benchmark's own."""
     import vlm2.plugins.diffusion  # noqa: F401  registers the decoders
     from vlm2.plugins.diffusion.metrics import shapes_scores
     from vlm2.registry import MODELS
@@ -83,7 +86,8 @@ def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
     if dec.vae is None or dec.text_encoder is None:
         raise ValueError(f'{config}: model.super_link.decoders.edit needs a vae and a '
                          'text_encoder to pretrain in latents on instruction embeddings')
-    train, val = (triplets(data_root, s, dec.image_size) for s in ('train', 'val'))
+    train = triplets(data_root, 'train', dec.image_size)
+    val = triplets(val_root or data_root, 'val', dec.image_size)
 
     def conditions(texts: list[str]) -> torch.Tensor:
         return torch.cat([dec.text_encoder(texts[i:i + 50]) for i in range(0, len(texts), 50)])
@@ -117,7 +121,8 @@ def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
     rows = [np.concatenate([sources[i], edited[i], targets[i]], 1)
             for i in range(min(8, len(edited)))]
     Image.fromarray(np.concatenate(rows, 0)).save(osp.join(out_dir, 'samples.png'))
-    report = dict(**trained, sd=sd, batch_size=batch_size, lr=lr, cond_noise=cond_noise,
+    report = dict(**trained, sd=sd, data_root=data_root, val_root=val_root or data_root,
+                  batch_size=batch_size, lr=lr, cond_noise=cond_noise,
                   num_train=len(cond), test_cfg=dec.test_cfg, analyser_on_val_edits=scores,
                   analyser_on_val_edits_add_at_reference=shapes_scores(
                       samples, add_place='reference'))
@@ -129,6 +134,8 @@ def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--data-root', default='data/shapes_world_1shape')
+    parser.add_argument('--val-data-root', default=None,
+                        help='validation triplets from here (default: --data-root)')
     parser.add_argument('--sd', default='work_dirs/shapes_world_sd',
                         help='the tiny Stable Diffusion folder (sd_pretrain.py) to start from; '
                              'a folder this script wrote continues training as it is')
@@ -146,7 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     report = pretrain_ip2p(args.data_root, args.out_dir, args.sd, args.minutes, args.max_iters,
                            args.config, args.cfg_options, args.batch_size, args.lr, args.seed,
-                           args.cond_noise)
+                           args.cond_noise, args.val_data_root)
     print(json.dumps(report, indent=1))
 
 
