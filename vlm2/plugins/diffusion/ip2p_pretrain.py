@@ -14,6 +14,10 @@ root after ``sd_pretrain.py``::
     OMP_NUM_THREADS=2 .venv/bin/python vlm2/plugins/diffusion/ip2p_pretrain.py \\
         --sd work_dirs/shapes_world_sd --out-dir work_dirs/shapes_world_ip2p
 
+More triplets help the additions: ``--data-root`` a larger one-shape ShapesWorld
+(``make_shapes_world.py --max-shapes 1 --num-train 20000``) with ``--val-data-root`` the
+benchmark's, so the score stays comparable (the plugin README's twenty-second session).
+
 Writes ``ip2p_pretrain.json`` (edit accuracy of the validation triplets from the exact
 instruction embeddings, sampled with the config's ``test_cfg``) and ``samples.png`` (rows of
 source | edited | target).
