@@ -310,7 +310,8 @@ def main() -> None:
                         help='pretraining minutes of an editing UNet folder the config names '
                              'but that does not exist yet (ip2p_pretrain.py, from the '
                              "text-to-image folder; not counted in --budget-min, as the paper's "
-                             'InstructPix2Pix is pretrained)')
+                             'InstructPix2Pix is pretrained). The README\'s edit accuracy needs '
+                             'the longer chain of its twenty-second session')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override keys of the recipe, as tools/train.py')
     args = parser.parse_args()
