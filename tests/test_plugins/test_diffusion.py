@@ -465,14 +465,13 @@ def test_denoise_interval_runs_the_unet_on_every_nth_step_and_aligns_on_every_st
     for _ in range(4):
         losses = run(model, [edit_sample(0), edit_sample(1)], 'loss')
         keys.append(sorted(k for k in losses if k.startswith('edit.')))
-        n = len(calls.shapes)
         if 'edit.loss_diffusion' not in losses:  # a step between: the link learns to align
             losses['edit.loss_align'].backward()
             assert model.super_link.queries['edit'].weight.grad.abs().sum() > 0
             assert dec.unet.conv_in.weight.grad is None
     with_unet = ['edit.loss_align', 'edit.loss_diffusion']
     assert keys == [with_unet, ['edit.loss_align'], ['edit.loss_align'], with_unet]
-    assert n == 2  # one UNet pass on steps 1 and 4, none between
+    assert len(calls.shapes) == 2  # one UNet pass on steps 1 and 4, none between
     # without a text encoder a step between would have no loss at all
     decs = decoders()
     decs['edit'].update(denoise_interval=2)

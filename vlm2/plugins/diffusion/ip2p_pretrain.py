@@ -91,7 +91,8 @@ def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
         raise ValueError(f'{config}: model.super_link.decoders.edit needs a vae and a '
                          'text_encoder to pretrain in latents on instruction embeddings')
     train = triplets(data_root, 'train', dec.image_size)
-    val = triplets(val_root or data_root, 'val', dec.image_size)
+    val_root = val_root or data_root
+    val = triplets(val_root, 'val', dec.image_size)
 
     def conditions(texts: list[str]) -> torch.Tensor:
         return torch.cat([dec.text_encoder(texts[i:i + 50]) for i in range(0, len(texts), 50)])
@@ -125,7 +126,7 @@ def pretrain_ip2p(data_root: str, out_dir: str, sd: str, minutes: float = 15.0,
     rows = [np.concatenate([sources[i], edited[i], targets[i]], 1)
             for i in range(min(8, len(edited)))]
     Image.fromarray(np.concatenate(rows, 0)).save(osp.join(out_dir, 'samples.png'))
-    report = dict(**trained, sd=sd, data_root=data_root, val_root=val_root or data_root,
+    report = dict(**trained, sd=sd, data_root=data_root, val_root=val_root,
                   batch_size=batch_size, lr=lr, cond_noise=cond_noise,
                   num_train=len(cond), test_cfg=dec.test_cfg, analyser_on_val_edits=scores,
                   analyser_on_val_edits_add_at_reference=shapes_scores(
